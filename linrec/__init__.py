@@ -1,0 +1,9 @@
+"""linrec: fast, exact linear recommenders and contrastive matrix factorisation.
+
+Public API is re-exported here; implementation lives in private modules.
+"""
+
+from linrec._base import BaseRecommender, load
+from linrec._version import __version__
+
+__all__ = sorted(["BaseRecommender", "__version__", "load"])

@@ -1,0 +1,1 @@
+"""numba kernels. Private: estimators call them; tests compare them with numpy references."""
