@@ -113,6 +113,18 @@ class BaseRecommender(BaseEstimator):
         """Dense (n_rows, n_items) scores for a batch of canonical CSR histories."""
         raise NotImplementedError
 
+    #: True for models that keep per-user state from fit (user factors): evaluate() can then
+    #: score the fitted users directly instead of folding their histories in again.
+    _has_user_state = False
+
+    def _user_scores(self, X: sp.csr_matrix, user_ids: np.ndarray | None = None) -> np.ndarray:
+        """Scores for a batch of histories; ``user_ids`` are fitted users' row indices.
+
+        Models with per-user state override this to use their fitted state when ``user_ids``
+        is given; with ``None`` (new users) they fold ``X`` in. The default ignores it.
+        """
+        return self._scores(X)
+
     def _similar_item_scores(self, item_ids: np.ndarray) -> np.ndarray:  # pragma: no cover
         """Dense (len(item_ids), n_items) similarity of the given items to every item."""
         raise NotImplementedError
