@@ -333,12 +333,18 @@ def _build_csr(rows, cols, shape, weights=None, timestamps=None, dtype=np.float3
     n_rows, n_cols = shape
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
-    order = np.lexsort((cols, rows))
-    rows, cols = rows[order], cols[order]
+    # One int64 key per pair; files are usually ordered already, so check before sorting.
+    key = rows * n_cols + cols
+    if key.size and (key[1:] < key[:-1]).any():
+        order = np.argsort(key, kind="stable")
+        rows, cols = rows[order], cols[order]
+    else:
+        order = slice(None)
     if rows.size:
         new = np.empty(rows.size, dtype=bool)
         new[0] = True
-        new[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+        sorted_key = key[order]
+        new[1:] = sorted_key[1:] != sorted_key[:-1]
         starts = np.flatnonzero(new)
     else:
         starts = np.zeros(0, dtype=np.int64)
@@ -548,35 +554,40 @@ def _raise_lightgcn_error(path: Path, raw: bytes):
     raise ValueError(f"{os.fspath(path)} could not be read as 'user item item ...' lines")
 
 
-def _read_id_list(path: Path, name: str) -> np.ndarray:
+def _read_id_list(path: Path, name: str) -> IdMap:
     """Raw ids of a LightGCN ``org_id remap_id`` list; ``ids[remap] = org``."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    org, remap = [], []
-    for number, line in enumerate(lines, start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if number == 1 and not fields[-1].isdigit() and not fields[1].isdigit():
-            continue  # header such as "org_id remap_id"
-        if len(fields) < 2 or not fields[1].lstrip("-").isdigit():
-            raise ValueError(
-                f"{os.fspath(path)}, line {number}: expected 'org_id remap_id', got {line!r}"
-            )
-        org.append(fields[0])
-        remap.append(int(fields[1]))
-    remap = np.asarray(remap, dtype=np.int64)
+    fields, lines, _ = _tokenize_delimited(path, None, sniff=False)
+    if fields.shape[0] and not _all_integers(fields[:1, 1]):
+        fields, lines = fields[1:], lines[1:]  # header such as "org_id remap_id"
+    if fields.size and fields.shape[1] < 2:
+        raise ValueError(f"{os.fspath(path)}: expected 'org_id remap_id' lines, found 1 field")
+    try:
+        remap = fields[:, 1].astype(np.int64) if fields.size else np.zeros(0, np.int64)
+    except ValueError:
+        bad = next(i for i, v in enumerate(fields[:, 1]) if not _all_integers(np.array([v])))
+        raise ValueError(
+            f"{os.fspath(path)}, line {int(lines[bad])}: remap id {fields[bad, 1]!r} is not an "
+            "integer; expected 'org_id remap_id'"
+        ) from None
     if remap.size and not np.array_equal(np.sort(remap), np.arange(remap.size)):
         raise ValueError(
             f"{os.fspath(path)}: remap ids must be 0 .. {remap.size - 1}, each exactly once"
         )
-    org = np.asarray(org)
-    try:
-        org = org.astype(np.int64)
-    except ValueError:
-        pass  # string ids (e.g. Yelp business ids)
+    org = _parse_ids(fields[:, 0]) if fields.size else np.zeros(0, np.int64)
     ids = org.copy()
     ids[remap] = org
-    return ids
+    try:
+        return IdMap(ids, name=name)
+    except ValueError as exc:
+        raise ValueError(f"{os.fspath(path)}: {exc}") from None
+
+
+def _all_integers(values: np.ndarray) -> bool:
+    try:
+        values.astype(np.int64)
+    except (ValueError, OverflowError):
+        return False
+    return True
 
 
 def load_lightgcn(path, *, dtype=np.float32) -> TrainTestData:
@@ -637,13 +648,13 @@ def load_lightgcn(path, *, dtype=np.float32) -> TrainTestData:
     for name, n_used in (("user", n_users), ("item", n_items)):
         list_path = folder / f"{name}_list.txt"
         if list_path.is_file():
-            ids = _read_id_list(list_path, name)
-            if ids.size < n_used:
+            id_map = _read_id_list(list_path, name)
+            if len(id_map) < n_used:
                 raise ValueError(
-                    f"{os.fspath(list_path)} maps {ids.size} {name} ids but train.txt/test.txt "
+                    f"{os.fspath(list_path)} maps {len(id_map)} {name} ids but train.txt/test.txt "
                     f"use {name} id {n_used - 1}"
                 )
-            maps[name] = IdMap(ids, name=name)
+            maps[name] = id_map
         else:
             maps[name] = IdMap.range(n_used, name=name)
     shape = (len(maps["user"]), len(maps["item"]))
@@ -699,7 +710,7 @@ def _sniff_separator(line: str) -> str | None:
     return None
 
 
-def _tokenize_delimited(path: Path, sep):
+def _tokenize_delimited(path: Path, sep, *, sniff: bool = True):
     """Fields of a delimited file as a 2-D string array, plus the 1-based line numbers.
 
     Newlines become a marker token so that the file is split in one call; line structure is
@@ -714,8 +725,9 @@ def _tokenize_delimited(path: Path, sep):
     if "\x00" in text:
         raise ValueError(f"{os.fspath(path)} contains NUL bytes: not a text file")
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    first_line = next((line for line in text.split("\n", 50) if line.strip()), "")
-    if sep is None:
+    # The separator is sniffed from the first non-blank line (looked for in the first 64 KiB).
+    first_line = next((line for line in text[: 1 << 16].split("\n") if line.strip()), "")
+    if sep is None and sniff:
         sep = _sniff_separator(first_line)
     marker = "\x00"
     if sep is None:
