@@ -729,7 +729,11 @@ def _tokenize_delimited(path: Path, sep, *, sniff: bool = True):
     first_line = next((line for line in text[: 1 << 16].split("\n") if line.strip()), "")
     if sep is None and sniff:
         sep = _sniff_separator(first_line)
-    marker = "\x00"
+    # A control character absent from the text marks line ends (not NUL: numpy strings
+    # drop trailing NULs).
+    marker = next((c for c in "\x01\x02\x03\x1e\x1f" if c not in text), None)
+    if marker is None:
+        raise ValueError(f"{os.fspath(path)} contains control characters: not a text file")
     if sep is None:
         tokens = np.array(text.replace("\n", f" {marker} ").split())
     else:
