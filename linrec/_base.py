@@ -84,7 +84,9 @@ class BaseRecommender(BaseEstimator):
         dtype = self._fit_dtype()
         X = check_interactions(X, name="X", dtype=dtype, allow_empty_rows=False)
         if y is not None:
-            Y = check_interactions(y, name="y", dtype=dtype, n_items=X.shape[1], allow_empty=True)
+            Y = check_interactions(
+                y, name="y", dtype=dtype, n_items=X.shape[1], allow_empty=True
+            )
             if Y.shape[0] != X.shape[0]:
                 raise ValueError(
                     f"y has {Y.shape[0]} rows but X has {X.shape[0]}: y must hold held-out "
@@ -367,11 +369,8 @@ def load(path):
             model,
             key,
             sp.csr_matrix(
-                (
-                    files.pop(f"{key}::data"),
-                    files.pop(f"{key}::indices"),
-                    files.pop(f"{key}::indptr"),
-                ),
+                (files.pop(f"{key}::data"), files.pop(f"{key}::indices"),
+                 files.pop(f"{key}::indptr")),
                 shape=shape,
             ),
         )
@@ -383,3 +382,4 @@ def load(path):
         raise ValueError(f"{path}: the file holds no fitted state") from exc
     model._after_load()
     return model
+
