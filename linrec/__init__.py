@@ -7,4 +7,4 @@ from linrec._base import BaseRecommender, load
 from linrec._version import __version__
 from linrec.baselines import ItemKNN, MostPopular
 
-__all__ = sorted(["BaseRecommender", "ItemKNN", "MostPopular", "__version__", "load"])
+__all__ = ["BaseRecommender", "ItemKNN", "MostPopular", "__version__", "load"]

@@ -86,9 +86,7 @@ class BaseRecommender(BaseEstimator):
         dtype = self._fit_dtype()
         X = check_interactions(X, name="X", dtype=dtype, allow_empty_rows=False)
         if y is not None and np.ndim(y) == 2:
-            Y = check_interactions(
-                y, name="y", dtype=dtype, n_items=X.shape[1], allow_empty=True
-            )
+            Y = check_interactions(y, name="y", dtype=dtype, n_items=X.shape[1], allow_empty=True)
             if Y.shape[0] != X.shape[0]:
                 raise ValueError(
                     f"y has {Y.shape[0]} rows but X has {X.shape[0]}: y must hold held-out "
@@ -383,8 +381,11 @@ def load(path):
             model,
             key,
             sp.csr_matrix(
-                (files.pop(f"{key}::data"), files.pop(f"{key}::indices"),
-                 files.pop(f"{key}::indptr")),
+                (
+                    files.pop(f"{key}::data"),
+                    files.pop(f"{key}::indices"),
+                    files.pop(f"{key}::indptr"),
+                ),
                 shape=shape,
             ),
         )
@@ -396,4 +397,3 @@ def load(path):
         raise ValueError(f"{path}: the file holds no fitted state") from exc
     model._after_load()
     return model
-

@@ -71,10 +71,10 @@ def check_interactions(
     >>> X = check_interactions(np.array([[1, 0], [0, 2]]))
     >>> X.format, X.nnz, X.dtype
     ('csr', 2, dtype('float32'))
-    >>> check_interactions(np.array([[1.0, -1.0]]))
+    >>> check_interactions(np.array([[1.0, -1.0]]))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: X contains a negative value (-1.0) at (row 0, column 1); interaction strengths must be >= 0 (Negative values in data)
+    ValueError: X contains a negative value (-1.0) at (row 0, column 1); ...
     """
     if X is None:
         raise ValueError(f"{name} is None; expected a users x items matrix")

@@ -16,6 +16,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import check_estimator
 
 import linrec
+
 from conftest import random_interactions
 
 # scikit-learn checks that conflict with a deliberate linrec rule, with the reason.
@@ -217,7 +218,7 @@ class RecommenderContract:
     def test_similar_items_excludes_itself(self, rng):
         X = self.make_data(rng)
         est = self.make_estimator().fit(X)
-        ids, scores = est.similar_items([0, 3, 5], k=4)
+        ids, _ = est.similar_items([0, 3, 5], k=4)
         assert ids.shape == (3, 4)
         for row, item in zip(ids, [0, 3, 5]):
             assert item not in row
@@ -268,8 +269,6 @@ class RecommenderContract:
             expected_failed_checks=self.expected_failed_checks,
         )
         failed = [
-            f"{r['check_name']}: {r['exception']!r}"
-            for r in results
-            if r["status"] == "failed"
+            f"{r['check_name']}: {r['exception']!r}" for r in results if r["status"] == "failed"
         ]
         assert not failed, "\n".join(failed)

@@ -1,8 +1,9 @@
 import numpy as np
 import scipy.sparse as sp
-from contract import RecommenderContract
 
 from linrec import ItemKNN, MostPopular
+
+from contract import RecommenderContract
 
 
 class TestMostPopularContract(RecommenderContract):
