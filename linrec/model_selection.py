@@ -4,17 +4,23 @@ linrec estimators follow one convention that makes :class:`sklearn.model_selecti
 work on interaction data: ``fit(X, y)`` trains on ``X + y`` and ``score(X, y)`` is the NDCG@20
 of the held-out interactions ``y`` given the histories ``X``. So the data are passed as a
 (history, held-out) pair of matrices over the same users, made by :func:`fold_in_split`, and
-:class:`UserKFold` splits the users:
+:class:`UserKFold` splits the users::
 
->>> from sklearn.model_selection import GridSearchCV                  # doctest: +SKIP
->>> X_history, X_heldout = fold_in_split(X)                            # doctest: +SKIP
->>> search = GridSearchCV(model, grid, cv=UserKFold(3))                # doctest: +SKIP
->>> search.fit(X_history, X_heldout)                                   # doctest: +SKIP
+    from sklearn.model_selection import GridSearchCV
+    from linrec.model_selection import UserKFold, fold_in_split
+
+    X_history, X_heldout = fold_in_split(X)
+    search = GridSearchCV(model, param_grid, cv=UserKFold(3))
+    search.fit(X_history, X_heldout)
 
 Each candidate is fitted on all the interactions of the training users and scored on the
 other users: their history is folded in and their held-out items are ranked. This is the
 "strong generalisation" protocol of Liang et al. (2018); it needs models that can score new
 users from their history (every linrec model can).
+
+``GridSearchCV`` and ``RandomizedSearchCV`` take the held-out matrix as a sparse ``y``.
+``cross_val_score`` and ``cross_validate`` (scikit-learn 1.9) check that ``y`` is a dense
+array-like: give them ``X_heldout.toarray()`` (fine for small data).
 """
 
 from __future__ import annotations
