@@ -241,6 +241,34 @@ class TestLoadLightGCN:
         with pytest.raises(ValueError, match=r"test.txt, line 2: negative id -4"):
             load_lightgcn(tmp_path)
 
+    def test_too_many_digits(self, tmp_path):
+        _write(tmp_path, "train.txt", "0 1\n1 1234567890123456789\n")
+        _write(tmp_path, "test.txt", "")
+        with pytest.raises(ValueError, match=r"train.txt, line 2: id 1234567890123456789 has"):
+            load_lightgcn(tmp_path)
+
+    def test_matches_obvious_parser_on_random_files(self, tmp_path, rng):
+        """The vectorised byte parser against a per-token Python reading of the same text."""
+        separators = [" ", "  ", "\t", " \t "]
+        for trial in range(5):
+            lines, expected = [], {}
+            for user in rng.permutation(40):
+                items = rng.integers(0, 3000, size=rng.integers(0, 8)).tolist()
+                expected.setdefault(int(user), set()).update(items)
+                tokens = [str(user).zfill(int(rng.integers(1, 4)))] + [str(i) for i in items]
+                sep = separators[int(rng.integers(len(separators)))]
+                lines.append(sep.join(tokens) + (" " if rng.random() < 0.3 else ""))
+                if rng.random() < 0.1:
+                    lines.append("")
+            ending = "\r\n" if trial % 2 else "\n"
+            (tmp_path / "train.txt").write_bytes(ending.join(lines).encode())
+            _write(tmp_path, "test.txt", "")
+            X_train, _ = load_lightgcn(tmp_path)
+            n_items = max(max(v) for v in expected.values() if v) + 1
+            assert X_train.shape == (40, n_items)
+            for user, items in expected.items():
+                assert X_train[user].indices.tolist() == sorted(items)
+
     def test_missing_files(self, tmp_path):
         with pytest.raises(FileNotFoundError, match=r"train\.txt"):
             load_lightgcn(tmp_path)
