@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from linrec._kernels.text import MAX_DIGITS, parse_uint_tokens
 from linrec._validation import check_interactions
 
 __all__ = [
@@ -505,43 +506,19 @@ def _read_bytes(path: Path) -> bytes:
         raise FileNotFoundError(f"no such file: {os.fspath(path)}") from None
 
 
-# Powers of ten for the byte-level integer parser (ids of up to 18 digits fit in int64).
-_POWERS_OF_TEN = 10 ** np.arange(19, dtype=np.int64)
-_MAX_DIGITS = 18
-
-
 def _read_lightgcn_file(path: Path):
     """Rows, columns and listed users of a ``user item item ...`` file (0-based ids).
 
-    The bytes are parsed with numpy in a few vectorised passes (no Python loop over lines or
-    tokens): digit runs are the tokens, their values are sums of digit * 10**place, and the
-    newline positions give each token's line. Anything but digits and whitespace sends the
-    file to a slow line-by-line pass that names the offending line.
+    The bytes are parsed in one compiled pass (:func:`linrec._kernels.text.parse_uint_tokens`);
+    anything but digits and whitespace sends the file to a slow line-by-line pass that names
+    the offending line.
     """
-    buf = np.frombuffer(_read_bytes(path), dtype=np.uint8)
-    is_digit = (buf >= ord("0")) & (buf <= ord("9"))
-    is_space = (buf == ord(" ")) | (buf == ord("\n")) | (buf == ord("\t")) | (buf == ord("\r"))
-    if not (is_digit | is_space).all():
-        _raise_lightgcn_error(path, buf.tobytes())
-    padded = np.zeros(buf.size + 2, dtype=np.int8)
-    padded[1:-1] = is_digit
-    edges = np.diff(padded)
-    starts = np.flatnonzero(edges == 1)  # first digit of each token
-    ends = np.flatnonzero(edges == -1)  # one past its last digit
-    if starts.size == 0:
+    raw = _read_bytes(path)
+    numbers, line_of, bad = parse_uint_tokens(np.frombuffer(raw, dtype=np.uint8))
+    if bad >= 0:
+        _raise_lightgcn_error(path, raw)
+    if numbers.size == 0:
         return (np.zeros(0, np.int64),) * 3
-    lengths = ends - starts
-    if lengths.max() > _MAX_DIGITS:
-        _raise_lightgcn_error(path, buf.tobytes())
-    digit_pos = np.flatnonzero(is_digit)
-    token_of_digit = np.repeat(np.arange(starts.size), lengths)
-    place = ends[token_of_digit] - 1 - digit_pos
-    digit_values = (buf[digit_pos] - ord("0")).astype(np.int64) * _POWERS_OF_TEN[place]
-    offsets = np.zeros(starts.size, dtype=np.int64)
-    np.cumsum(lengths[:-1], out=offsets[1:])
-    numbers = np.add.reduceat(digit_values, offsets)
-    newlines = np.flatnonzero(buf == ord("\n"))
-    line_of = np.searchsorted(newlines, starts)  # 0-based line of each token
     first = np.empty(numbers.size, dtype=bool)
     first[0] = True
     first[1:] = line_of[1:] != line_of[:-1]
@@ -555,13 +532,13 @@ def _raise_lightgcn_error(path: Path, raw: bytes):
     """Find the first bad token line by line (only on the error path) and raise."""
     for number, line in enumerate(raw.split(b"\n"), start=1):
         for token in line.split():
-            if token.isdigit() and len(token) <= _MAX_DIGITS:
+            if token.isdigit() and len(token) <= MAX_DIGITS:
                 continue
             text = token.decode(errors="replace")
             if token.startswith(b"-") and token[1:].isdigit():
                 problem = f"negative id {text}"
             elif token.isdigit():
-                problem = f"id {text} has more than {_MAX_DIGITS} digits"
+                problem = f"id {text} has more than {MAX_DIGITS} digits"
             else:
                 problem = f"cannot read {text!r} as an integer id"
             raise ValueError(

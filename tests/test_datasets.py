@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
+from linrec._kernels.text import MAX_DIGITS, parse_uint_tokens
 from linrec.datasets import (
     IdMap,
     InteractionData,
@@ -274,6 +275,45 @@ class TestLoadLightGCN:
             load_lightgcn(tmp_path)
         with pytest.raises(FileNotFoundError, match="not a folder"):
             load_lightgcn(tmp_path / "nope")
+
+
+# ====================================================================== text kernel
+def _reference_parse(data: bytes):
+    """The obvious byte-by-byte reading with the kernel's contract (slow, for tests)."""
+    values, lines, line, token, token_start = [], [], 0, "", 0
+    for position, byte in enumerate(data + b" "):
+        char = chr(byte)
+        if char.isdigit() and char.isascii():
+            if not token:
+                token_start = position
+            token += char
+            if len(token) > MAX_DIGITS:
+                return [], [], token_start
+            continue
+        if token:
+            values.append(int(token))
+            lines.append(line)
+            token = ""
+        if char == "\n":
+            line += 1
+        elif char not in " \t\r":
+            return [], [], position
+    return values, lines, -1
+
+
+def test_parse_kernel_matches_reference(rng):
+    alphabet = np.frombuffer(b"0123456789 \t\r\n\n  x-", dtype=np.uint8)
+    weights = np.array([3.0] * 10 + [4, 1, 1, 2, 2, 3, 3, 0.02, 0.02])
+    weights /= weights.sum()
+    for size in [0, 1, 2, 5, 40, 400, 4000] * 6:
+        data = rng.choice(alphabet, size=size, p=weights).astype(np.uint8).tobytes()
+        if rng.random() < 0.2:  # an over-long token somewhere
+            data += b" " + b"7" * int(rng.integers(17, 21)) + b"\n"
+        values, lines, bad = parse_uint_tokens(np.frombuffer(data, dtype=np.uint8))
+        ref_values, ref_lines, ref_bad = _reference_parse(data)
+        assert bad == ref_bad, data
+        assert values.tolist() == ref_values and lines.tolist() == ref_lines
+        assert values.dtype == lines.dtype == np.int64
 
 
 # ====================================================================== delimited files
