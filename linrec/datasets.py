@@ -661,14 +661,13 @@ def load_lightgcn(path, *, dtype=np.float32) -> TrainTestData:
 
 # ====================================================================== delimited files
 _COLUMN_ALIASES = {
-    "user": {"user", "users", "user_id", "userid", "uid", "u", "customer", "customer_id"},
+    "user": {"user", "users", "user_id", "userid", "uid", "customer", "customer_id"},
     "item": {
         "item",
         "items",
         "item_id",
         "itemid",
         "iid",
-        "i",
         "movie",
         "movieid",
         "movie_id",
@@ -687,7 +686,6 @@ _COLUMN_ALIASES = {
         "counts",
         "value",
         "score",
-        "weight_",
         "plays",
         "playcount",
         "play_count",
@@ -781,14 +779,11 @@ def _column_names(first_row, columns, header):
         for name in lowered
     ]
     if header == "infer":
-        has_header = any(role is not None for role in from_header) or (
-            columns is not None
-            and any(
-                role in ("weight", "timestamp")
-                and not _is_number(tok)
-                and not _looks_like_date(tok)
-                for role, tok in zip(columns, first_row)
-            )
+        # Roles the fields would have without a header, to test the weight / time fields.
+        roles = columns if columns is not None else _KNOWN_COLUMNS[:n_fields]
+        has_header = any(role is not None for role in from_header) or any(
+            role in ("weight", "timestamp") and not _is_number(tok) and not _looks_like_date(tok)
+            for role, tok in zip(roles, first_row)
         )
     elif header in (True, False):
         has_header = header

@@ -353,8 +353,14 @@ class TestLoadInteractions:
 
     def test_header_inferred_from_non_numeric_weight(self, tmp_path):
         path = _write(tmp_path, "h.csv", "who,what,how_much\n1,2,5\n")
-        data = load_interactions(path, columns=("user", "item", "weight"))
+        data = load_interactions(path)
         assert data.matrix.nnz == 1 and data.matrix.data.tolist() == [5.0]
+
+    def test_header_names_pick_columns_and_skip_unknown_ones(self, tmp_path):
+        text = "userId,movieId,rating,timestamp,tag\n1,10,4.5,100,funny\n2,10,3,50,dull\n"
+        data = load_interactions(_write(tmp_path, "ml.csv", text))
+        np.testing.assert_array_equal(_dense(data.matrix), [[4.5], [3.0]])
+        assert data.timestamps.data.tolist() == [100, 50]
 
     def test_crlf_and_trailing_blank_lines(self, tmp_path):
         path = tmp_path / "c.tsv"
