@@ -164,9 +164,6 @@ def test_grid_search_recipe_with_test_score(history_and_heldout):
 
 def test_grid_search_recipe_with_base_score(history_and_heldout):
     """Same recipe with BaseRecommender.score (NDCG@20 through linrec.metrics.evaluate)."""
-    pytest.importorskip(
-        "linrec.metrics", reason="linrec.metrics (evaluate) is not merged into this branch yet"
-    )
     X_history, X_heldout = history_and_heldout
     search = GridSearchCV(
         CooccurrencePopularity(), {"popularity_weight": [0.0, 1e6]}, cv=UserKFold(3)
