@@ -22,7 +22,9 @@ import scipy.sparse as sp
 
 from linrec.datasets import load_lastfm, load_lightgcn, make_implicit
 
-DATA = Path(os.environ.get("LINREC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = Path(
+    os.environ.get("LINREC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 
 
 def naive_lightgcn(folder: Path):
@@ -66,7 +68,7 @@ def main() -> None:
     rows = []
     for name in ("gowalla", "yelp2018"):
         t, mem, data = measure(lambda name=name: load_lightgcn(DATA / name), args.repeats)
-        t_naive, mem_naive, naive = measure(
+        t_naive, _, naive = measure(
             lambda name=name: naive_lightgcn(DATA / name), args.repeats
         )
         naive_train = naive[0].copy()
@@ -77,8 +79,14 @@ def main() -> None:
             f"| {t:.3f} | {mem:.0f} | {t_naive:.3f} | {t_naive / t:.1f}x | {same} |"
         )
     t, mem, data = measure(lambda: load_lastfm(DATA / "lastfm"), args.repeats)
-    rows.append(f"| load_lastfm ({data.train.nnz:,} + {data.test.nnz:,}) | {t:.3f} | {mem:.0f} | | | |")
-    for shape, kwargs in (((2000, 1000), {}), ((5000, 3000), {}), ((30000, 40000), {"density": 0.00087})):
+    rows.append(
+        f"| load_lastfm ({data.train.nnz:,} + {data.test.nnz:,}) | {t:.3f} | {mem:.0f} | | | |"
+    )
+    for shape, kwargs in (
+        ((2000, 1000), {}),
+        ((5000, 3000), {}),
+        ((30000, 40000), {"density": 0.00087}),
+    ):
         repeats = args.repeats if shape[0] * shape[1] < 10**8 else 1
         t, mem, X = measure(lambda shape=shape, kw=kwargs: make_implicit(*shape, **kw), repeats)
         rows.append(
