@@ -326,11 +326,11 @@ class TrainTestData:
 
 
 # ====================================================================== building matrices
-def _build_csr(rows, cols, shape, weights=None, timestamps=None, dtype=np.float32):
+def _build_csr(rows, cols, shape, weights=None, timestamps=None, dtype=np.float32, binary=False):
     """Canonical CSR from coordinates: weights summed and timestamps maxed per (row, col).
 
     Pairs whose summed weight is 0 are dropped (from the timestamps too), so both matrices
-    keep exactly the same pattern.
+    keep exactly the same pattern; ``binary`` then stores 1 for every remaining pair.
     """
     n_rows, n_cols = shape
     rows = np.asarray(rows, dtype=np.int64)
@@ -364,7 +364,7 @@ def _build_csr(rows, cols, shape, weights=None, timestamps=None, dtype=np.float3
         times = np.maximum.reduceat(ts, starts) if starts.size else ts[:0]
     keep = values != 0
     rows, cols = rows[starts][keep], cols[starts][keep]
-    values = values[keep]
+    values = np.ones(int(keep.sum())) if binary else values[keep]
     counts = np.bincount(rows, minlength=n_rows)
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
@@ -424,7 +424,7 @@ def from_arrays(
     map_ids : bool or "auto", default="auto"
         Map raw ids to indices. "auto" maps non-integer ids and uses integer ids as indices.
     binary : bool, default=False
-        Store 1 for every observed pair instead of the summed weights.
+        Store 1 for every pair (with a non-zero summed weight) instead of the summed weights.
     dtype : numpy dtype, default=np.float32
         dtype of the matrix values.
 
@@ -471,9 +471,10 @@ def from_arrays(
         rows,
         cols,
         (len(user_map), len(item_map)),
-        None if binary else weights,
+        weights,
         timestamps,
         dtype=dtype,
+        binary=binary,
     )
     return InteractionData(matrix, user_map, item_map, ts)
 
@@ -919,7 +920,8 @@ def load_interactions(
         line is a known column name (user, item_id, rating, timestamp, ...), or when a weight
         or timestamp field of the first line is not a number.
     binary : bool, default=False
-        Store 1 for every (user, item) pair instead of the summed weights.
+        Store 1 for every (user, item) pair with a non-zero summed weight instead of the
+        summed weights.
     user_ids, item_ids : IdMap, optional
         Map raw ids through these maps (e.g. the training file's maps when loading a test
         file) instead of building new ones from the file.
@@ -998,9 +1000,10 @@ def _arrays_to_data(raw, user_map, item_map, unknown, binary, dtype, path, lines
         codes["user"],
         codes["item"],
         shape,
-        None if binary else raw.get("weight"),
+        raw.get("weight"),
         raw.get("timestamp"),
         dtype=dtype,
+        binary=binary,
     )
     return InteractionData(matrix, maps["user"], maps["item"], ts)
 

@@ -127,8 +127,8 @@ class TestFromArrays:
         assert data.timestamps is None
 
     def test_binary(self):
-        data = from_arrays([0, 0, 1], [1, 1, 0], weights=[2, 3, 4], binary=True)
-        np.testing.assert_array_equal(_dense(data.matrix), [[0, 1], [1, 0]])
+        data = from_arrays([0, 0, 1, 1], [1, 1, 0, 1], weights=[2, 3, 4, 0], binary=True)
+        np.testing.assert_array_equal(_dense(data.matrix), [[0, 1], [1, 0]])  # 0 is no pair
 
     def test_raw_string_ids_sorted(self):
         data = from_arrays(["u2", "u1", "u2"], ["b", "a", "a"])
