@@ -563,9 +563,10 @@ def _read_id_list(path: Path, name: str) -> IdMap:
         remap = fields[:, 1].astype(np.int64) if fields.size else np.zeros(0, np.int64)
     except ValueError:
         bad = next(i for i, v in enumerate(fields[:, 1]) if not _all_integers(np.array([v])))
+        value = _text(fields[bad, 1])
         raise ValueError(
-            f"{os.fspath(path)}, line {int(lines[bad])}: remap id {fields[bad, 1]!r} is not an "
-            "integer; expected 'org_id remap_id'"
+            f"{os.fspath(path)}, line {int(lines[bad])}: remap id {value!r} is not an integer; "
+            "expected 'org_id remap_id'"
         ) from None
     if remap.size and not np.array_equal(np.sort(remap), np.arange(remap.size)):
         raise ValueError(
@@ -708,51 +709,57 @@ def _sniff_separator(line: str) -> str | None:
 
 
 def _tokenize_delimited(path: Path, sep, *, sniff: bool = True):
-    """Fields of a delimited file as a 2-D string array, plus the 1-based line numbers.
+    """Fields of a delimited file as a 2-D bytes array, plus the 1-based line numbers.
 
     Newlines become a marker token so that the file is split in one call; line structure is
-    recovered from the markers. Blank lines are skipped; a line with a different number of
-    fields than the first raises a ValueError naming it.
+    recovered from the markers. Fields stay bytes (numpy converts bytes to numbers about
+    three times faster than str); string ids are decoded later. Blank lines are skipped; a
+    line with a different number of fields than the first raises a ValueError naming it.
     """
     raw = _read_bytes(path)
     try:
-        text = raw.decode("utf-8")
+        raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{os.fspath(path)} is not UTF-8 text ({exc})") from None
-    if "\x00" in text:
+    if b"\x00" in raw:
         raise ValueError(f"{os.fspath(path)} contains NUL bytes: not a text file")
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    # The separator is sniffed from the first non-blank line (looked for in the first 64 KiB).
-    first_line = next((line for line in text[: 1 << 16].split("\n") if line.strip()), "")
+    raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     if sep is None and sniff:
-        sep = _sniff_separator(first_line)
-    # A control character absent from the text marks line ends (not NUL: numpy strings
+        # Sniffed from the first non-blank line (looked for in the first 64 KiB).
+        head = raw[: 1 << 16].decode("utf-8", errors="ignore").split("\n")
+        sep = _sniff_separator(next((line for line in head if line.strip()), ""))
+    # A control character absent from the file marks line ends (not NUL: numpy strings
     # drop trailing NULs).
-    marker = next((c for c in "\x01\x02\x03\x1e\x1f" if c not in text), None)
+    marker = next((c for c in (b"\x01", b"\x02", b"\x03", b"\x1e", b"\x1f") if c not in raw), None)
     if marker is None:
         raise ValueError(f"{os.fspath(path)} contains control characters: not a text file")
     if sep is None:
-        tokens = np.array(text.replace("\n", f" {marker} ").split())
+        tokens = np.array(raw.replace(b"\n", b" " + marker + b" ").split())
     else:
-        tokens = np.char.strip(np.array(text.replace("\n", f"{sep}{marker}{sep}").split(sep)))
+        sep_bytes = sep.encode("utf-8")
+        tokens = np.array(raw.replace(b"\n", sep_bytes + marker + sep_bytes).split(sep_bytes))
+        if any(space in raw for space in (b" ", b"\t") if space != sep_bytes):
+            tokens = np.char.strip(tokens)  # fields may be padded ("a, b")
     if tokens.size == 0:
-        return np.zeros((0, 0), dtype=str), np.zeros(0, np.int64), sep
+        return np.zeros((0, 0), dtype="S1"), np.zeros(0, np.int64), sep
     is_marker = tokens == marker
     line_of = np.cumsum(is_marker)[~is_marker]
     fields = tokens[~is_marker]
+    del tokens
     counts = np.bincount(line_of, minlength=int(is_marker.sum()) + 1)
     blank = counts == 0
     if sep is not None:
         # A blank line splits into one empty field.
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         single = counts == 1
-        blank |= single & (fields[np.minimum(starts, max(fields.size - 1, 0))] == "")
+        blank |= single & (fields[np.minimum(starts, max(fields.size - 1, 0))] == b"")
     keep_line = ~blank
-    fields = fields[keep_line[line_of]]
+    if blank.any():
+        fields = fields[keep_line[line_of]]
     line_numbers = np.flatnonzero(keep_line) + 1
     counts = counts[keep_line]
     if counts.size == 0:
-        return np.zeros((0, 0), dtype=str), line_numbers, sep
+        return np.zeros((0, 0), dtype="S1"), line_numbers, sep
     n_fields = int(counts[0])
     wrong = np.flatnonzero(counts != n_fields)
     if wrong.size:
@@ -763,6 +770,10 @@ def _tokenize_delimited(path: Path, sep, *, sniff: bool = True):
             f"{int(line_numbers[0])}), found {int(counts[wrong[0]])} ({how})"
         )
     return fields.reshape(-1, n_fields), line_numbers, sep
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _is_number(token: str) -> bool:
@@ -776,7 +787,8 @@ def _is_number(token: str) -> bool:
 def _column_names(first_row, columns, header):
     """Resolve (has_header, column roles) from the first row and the user's options."""
     n_fields = len(first_row)
-    lowered = [str(t).strip().lower() for t in first_row]
+    first_row = [_text(t) for t in first_row]
+    lowered = [t.strip().lower() for t in first_row]
     from_header = [
         next((role for role, names in _COLUMN_ALIASES.items() if name in names), None)
         for name in lowered
@@ -827,10 +839,11 @@ def _looks_like_date(token: str) -> bool:
 
 
 def _parse_ids(values: np.ndarray) -> np.ndarray:
+    """Integer ids as int64, anything else as (decoded) strings."""
     try:
         return values.astype(np.int64)
     except (ValueError, OverflowError):
-        return values
+        return np.char.decode(values, "utf-8") if values.dtype.kind == "S" else values
 
 
 def _parse_numbers(values: np.ndarray, what: str, path: Path, lines: np.ndarray, timestamps=False):
@@ -843,12 +856,14 @@ def _parse_numbers(values: np.ndarray, what: str, path: Path, lines: np.ndarray,
         return values.astype(np.float64)
     except ValueError:
         pass
+    if values.dtype.kind == "S":
+        values = np.char.decode(values, "utf-8")
     if timestamps:
         try:
             return values.astype("datetime64[s]").astype(np.int64)
         except ValueError:
             pass
-    for value, line in zip(values, lines):
+    for value, line in zip(values.tolist(), lines):
         if not _is_number(value) and not (timestamps and _looks_like_date(value)):
             expected = "a number or an ISO date" if timestamps else "a number"
             raise ValueError(
@@ -870,7 +885,7 @@ def _read_delimited(path, sep, columns, header):
         fields, lines = fields[1:], lines[1:]
         if fields.shape[0] == 0:
             raise ValueError(f"{os.fspath(path)} holds a header but no interactions")
-    empty = fields == ""
+    empty = fields == b""
     if empty.any():
         row, col = (int(v[0]) for v in np.nonzero(empty))
         raise ValueError(f"{os.fspath(path)}, line {int(lines[row])}: field {col + 1} is empty")
@@ -947,7 +962,10 @@ def load_interactions(
     Notes
     -----
     The file is split in a few vectorised numpy calls (no per-line Python loop except to
-    locate an error). Integer ids are kept as integers, others as strings. Timestamps are
+    locate an error); fields stay bytes until converted. A one-million-line
+    ``user,item,rating,timestamp`` file of integers loads in about 3 s on a busy 2-core
+    machine (load 9), peaking near 230 MB (numpy byte strings take the longest field's
+    length for every field). Integer ids are kept as integers, others as strings. Timestamps are
     numbers, or ISO 8601 dates turned into seconds since 1970.
 
     Examples

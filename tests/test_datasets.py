@@ -332,6 +332,14 @@ class TestLoadInteractions:
         np.testing.assert_array_equal(_dense(data.matrix), [[3, 5], [4, 0]])
         np.testing.assert_array_equal(_dense(data.timestamps), [[30, 50], [100, 0]])
 
+    def test_utf8_string_ids(self, tmp_path):
+        path = tmp_path / "u.tsv"
+        path.write_text("josé\tcafé\t2\nzoë\tcafé\t1\njosé\tthé\t1\n", encoding="utf-8")
+        data = load_interactions(path)
+        assert data.user_ids.ids.tolist() == ["josé", "zoë"]
+        assert data.item_ids.transform(["thé"]).tolist() == [1]
+        np.testing.assert_array_equal(_dense(data.matrix), [[2, 1], [1, 0]])
+
     def test_iso_dates(self, tmp_path):
         text = "u1;i1;2020-01-01T00:00:10\nu1;i2;2020-01-01\n"
         data = load_interactions(
