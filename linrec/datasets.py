@@ -553,40 +553,41 @@ def _raise_lightgcn_error(path: Path, raw: bytes):
 
 
 def _read_id_list(path: Path, name: str) -> IdMap:
-    """Raw ids of a LightGCN ``org_id remap_id`` list; ``ids[remap] = org``."""
-    fields, lines, _ = _tokenize_delimited(path, None, sniff=False)
-    if fields.shape[0] and not _all_integers(fields[:1, 1]):
-        fields, lines = fields[1:], lines[1:]  # header such as "org_id remap_id"
-    if fields.size and fields.shape[1] < 2:
-        raise ValueError(f"{os.fspath(path)}: expected 'org_id remap_id' lines, found 1 field")
+    """Raw ids of a LightGCN ``org_id remap_id [...]`` list; ``ids[remap] = org``.
+
+    Fields after the second (Amazon-Book's ``freebase_id``) are ignored; a first line whose
+    second field is not an integer is a header.
+    """
     try:
-        remap = fields[:, 1].astype(np.int64) if fields.size else np.zeros(0, np.int64)
-    except ValueError:
-        bad = next(i for i, v in enumerate(fields[:, 1]) if not _all_integers(np.array([v])))
-        value = _text(fields[bad, 1])
-        raise ValueError(
-            f"{os.fspath(path)}, line {int(lines[bad])}: remap id {value!r} is not an integer; "
-            "expected 'org_id remap_id'"
-        ) from None
-    if remap.size and not np.array_equal(np.sort(remap), np.arange(remap.size)):
+        text = _read_bytes(path).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{os.fspath(path)} is not UTF-8 text ({exc})") from None
+    org, remap = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split(None, 2)
+        if not fields:
+            continue
+        if len(fields) >= 2 and fields[1].isdigit():
+            org.append(fields[0])
+            remap.append(int(fields[1]))
+        elif not org and not remap and number == 1:
+            continue  # header such as "org_id remap_id"
+        else:
+            raise ValueError(
+                f"{os.fspath(path)}, line {number}: expected 'org_id remap_id', got {line!r}"
+            )
+    remap = np.asarray(remap, dtype=np.int64)
+    if not np.array_equal(np.sort(remap), np.arange(remap.size)):
         raise ValueError(
             f"{os.fspath(path)}: remap ids must be 0 .. {remap.size - 1}, each exactly once"
         )
-    org = _parse_ids(fields[:, 0]) if fields.size else np.zeros(0, np.int64)
+    org = _parse_ids(np.asarray(org)) if org else np.zeros(0, np.int64)
     ids = org.copy()
     ids[remap] = org
     try:
         return IdMap(ids, name=name)
     except ValueError as exc:
         raise ValueError(f"{os.fspath(path)}: {exc}") from None
-
-
-def _all_integers(values: np.ndarray) -> bool:
-    try:
-        values.astype(np.int64)
-    except (ValueError, OverflowError):
-        return False
-    return True
 
 
 def load_lightgcn(path, *, dtype=np.float32) -> TrainTestData:

@@ -209,6 +209,15 @@ class TestLoadLightGCN:
         assert data.item_ids.ids.tolist() == [42, 77]
         assert data.user_ids.transform(["alice"]).tolist() == [1]
 
+    def test_id_list_extra_fields_and_bad_line(self, tmp_path):
+        _write(tmp_path, "train.txt", "0 0 1\n")
+        _write(tmp_path, "test.txt", "")
+        _write(tmp_path, "item_list.txt", "org_id remap_id freebase_id\nB1 0 m.1\nB2 1\n")
+        assert load_lightgcn(tmp_path).item_ids.ids.tolist() == ["B1", "B2"]
+        _write(tmp_path, "item_list.txt", "B1 0\nB2 x\n")
+        with pytest.raises(ValueError, match=r"item_list.txt, line 2: expected 'org_id remap_id'"):
+            load_lightgcn(tmp_path)
+
     def test_id_list_too_short(self, tmp_path):
         _write(tmp_path, "train.txt", "0 0\n2 1\n")
         _write(tmp_path, "test.txt", "")
