@@ -79,13 +79,20 @@ import scipy.sparse as sp
 import scipy.stats
 
 from linrec._base import BaseRecommender, batch_rows
-from linrec._kernels.topk import hit_matrix, hit_matrix_serial, topk_rows_serial
+from linrec._kernels.topk import (
+    finish_heaps_serial,
+    hit_matrix,
+    hit_matrix_serial,
+    topk_rows_serial,
+    topk_tile_serial,
+)
 from linrec._threading import blas_threads, numba_threads, resolve_n_jobs
 from linrec._validation import check_interactions
 
 __all__ = [
     "METRICS",
     "EvaluationResult",
+    "FactorScores",
     "PairedComparison",
     "average_precision",
     "compare",
@@ -106,6 +113,11 @@ METRICS = ("recall", "truncated_recall", "ndcg", "precision", "hit_rate", "map",
 # the top-k workers each hold a block. Small blocks are also faster: the top-k scan then reads
 # scores that the scorer has just written, while they are still in cache.
 _BLOCK_BYTES = 16 * 2**20
+
+# FactorScores path: users per task and items per score tile; a 256 x 1024 float32 tile
+# (1 MiB) stays in a core's L2 cache between the matrix product and the top-k scan.
+_FACTOR_USERS = 256
+_FACTOR_ITEMS = 1024
 
 
 # ---------------------------------------------------------------------------- per-user metrics
@@ -611,6 +623,74 @@ def ranking_metrics(
 
 
 # ---------------------------------------------------------------------------- evaluate
+class FactorScores:
+    """Score function of a factor model, ``scores = user_factors[users] @ item_factors.T``.
+
+    A plain callable usable as ``score_fn`` anywhere; :func:`evaluate` recognises it and
+    then never forms a block of whole score rows: each worker thread multiplies a chunk of
+    users by a tile of items into a cache-sized buffer and feeds it straight to the top-k
+    heaps. The scores are the same products as the callable's (one BLAS dot product of
+    length ``d`` per user-item pair), so the rankings are identical; the benchmark
+    ``benchmarks/bench_evaluate.py`` checks this against the full products on Gowalla.
+
+    Parameters
+    ----------
+    user_factors : array-like of shape (n_users, d)
+        One row per row of the ``X_train`` given to :func:`evaluate`.
+    item_factors : array-like of shape (n_items, d)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> score_fn = FactorScores(np.eye(2), np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]))
+    >>> score_fn(np.array([1]))
+    array([[0., 2., 1.]])
+    """
+
+    def __init__(self, user_factors, item_factors):
+        user_factors = np.asarray(user_factors)
+        item_factors = np.asarray(item_factors)
+        if user_factors.ndim != 2 or item_factors.ndim != 2:
+            raise ValueError(
+                f"factors must be 2-D, got user_factors {user_factors.shape} and item_factors "
+                f"{item_factors.shape}"
+            )
+        if user_factors.shape[1] != item_factors.shape[1]:
+            raise ValueError(
+                f"user_factors have {user_factors.shape[1]} columns but item_factors have "
+                f"{item_factors.shape[1]}: both need the same number of factors"
+            )
+        dtype = np.result_type(user_factors.dtype, item_factors.dtype, np.float32)
+        if dtype not in (np.float32, np.float64):
+            dtype = np.float64
+        self.user_factors = np.ascontiguousarray(user_factors, dtype=dtype)
+        self.item_factors = np.ascontiguousarray(item_factors, dtype=dtype)
+
+    def __call__(self, user_ids, X_batch=None) -> np.ndarray:
+        return self.user_factors[user_ids] @ self.item_factors.T
+
+
+def _rank_factor_chunk(U_chunk, V, k, train_indptr, train_indices, test_indptr, test_indices):
+    # One chunk of users, one thread: item tiles in increasing order into running heaps.
+    n_rows = U_chunk.shape[0]
+    n_items = V.shape[0]
+    heap_idx = np.empty((n_rows, k), dtype=np.int64)
+    heap_val = np.empty((n_rows, k), dtype=U_chunk.dtype)
+    sizes = np.zeros(n_rows, dtype=np.int64)
+    excl_pos = train_indptr[:-1].copy()
+    buffers = {}
+    for offset in range(0, n_items, _FACTOR_ITEMS):
+        width = min(_FACTOR_ITEMS, n_items - offset)
+        if width not in buffers:
+            buffers[width] = np.empty((n_rows, width), dtype=U_chunk.dtype)
+        tile = np.matmul(U_chunk, V[offset : offset + width].T, out=buffers[width])
+        topk_tile_serial(
+            tile, offset, k, train_indptr, train_indices, excl_pos, sizes, heap_idx, heap_val
+        )
+    finish_heaps_serial(sizes, heap_idx, heap_val)
+    return heap_idx, hit_matrix_serial(heap_idx, test_indptr, test_indices)
+
+
 def _scorer(model_or_score_fn, X_train, fold_in):
     """Resolve what computes scores: ``(score(user_ids, X_batch), dtype, fold_in_used)``."""
     if isinstance(model_or_score_fn, BaseRecommender):
@@ -655,6 +735,16 @@ def _check_scores(scores, n_rows: int, n_items: int) -> np.ndarray:
     if scores.dtype not in (np.float32, np.float64):
         scores = scores.astype(np.float64)
     return np.ascontiguousarray(scores)
+
+
+def _check_factor_shapes(score: FactorScores, shape) -> None:
+    n_users, n_items = shape
+    if score.user_factors.shape[0] != n_users or score.item_factors.shape[0] != n_items:
+        raise ValueError(
+            f"FactorScores has {score.user_factors.shape[0]} user and "
+            f"{score.item_factors.shape[0]} item factor rows, but X_train is {n_users} users "
+            f"x {n_items} items"
+        )
 
 
 def _rank_block(scores, k, excl_indptr, excl_indices, test_indptr, test_indices):
@@ -814,7 +904,38 @@ def evaluate(
                 cut = block_top[:, :kk]
                 seen[i, cut[cut >= 0]] = True
 
-    if n_workers == 0:
+    if isinstance(score, FactorScores):
+        _check_factor_shapes(score, X_train.shape)
+        step = _FACTOR_USERS if batch_size is None else batch_rows(n_items, batch_size)
+
+        def chunk_args(start):
+            ids = users[start : start + step]
+            train_rows, test_rows = X_train[ids], X_test[ids]
+            return (
+                score.user_factors[ids],
+                score.item_factors,
+                k_max,
+                train_rows.indptr.astype(np.int64),
+                train_rows.indices,
+                test_rows.indptr.astype(np.int64),
+                test_rows.indices,
+            )
+
+        starts = range(0, n_eval, step)
+        # Every thread multiplies and ranks its own chunks: BLAS runs single-threaded.
+        with blas_threads(1):
+            if n_threads == 1:
+                for start in starts:
+                    store(start, min(start + step, n_eval), *_rank_factor_chunk(*chunk_args(start)))
+            else:
+                with ThreadPoolExecutor(n_threads) as pool:
+                    futures = [
+                        (start, pool.submit(_rank_factor_chunk, *chunk_args(start)))
+                        for start in starts
+                    ]
+                    for start, fut in futures:
+                        store(start, min(start + step, n_eval), *fut.result())
+    elif n_workers == 0:
         with blas_threads(1):
             for start, stop, args in batches():
                 store(start, stop, *_rank_block(*args))
