@@ -461,3 +461,25 @@ def test_factor_scores_errors(rng):
     np.testing.assert_array_equal(
         FactorScores(np.eye(2), np.eye(2))(np.array([1, 0])), [[0.0, 1.0], [1.0, 0.0]]
     )
+
+
+class TinyFactorsWithHook(TinyFactors):
+    """Same model, declaring its factors so that evaluate can take the tiled path."""
+
+    def _evaluation_factors(self, X, user_ids=None):
+        if user_ids is None:
+            return np.asarray(X @ self.item_factors_), self.item_factors_
+        return self.user_factors_[user_ids], self.item_factors_
+
+
+def test_model_evaluation_factors_hook_gives_same_results(rng):
+    train, test = split(rng)
+    plain = TinyFactors().fit(train)
+    hooked = TinyFactorsWithHook().fit(train)
+    for fold_in in ("auto", True):
+        a = evaluate(plain, train, test, k=(5, 20), metrics=METRICS, fold_in=fold_in)
+        b = evaluate(hooked, train, test, k=(5, 20), metrics=METRICS, fold_in=fold_in)
+        assert a.fold_in == b.fold_in
+        for key in a.per_user:
+            np.testing.assert_array_equal(a.per_user[key], b.per_user[key])
+        assert a.coverage == b.coverage
