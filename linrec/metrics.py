@@ -16,9 +16,9 @@ Speed
 -----
 Scores are computed in user batches (the users x items matrix never exists) and ranked by an
 exact, vectorised numba top-k. Factor models (:class:`FactorScores`, or models that declare
-their factors) are multiplied and ranked tile by tile in cache: on the full Gowalla split
-(29,858 x 40,981, d = 64) that takes about a second on two cores; see
-``benchmarks/bench_evaluate.py``.
+their factors) are multiplied and ranked tile by tile in cache, never writing a whole score
+row; ``benchmarks/bench_evaluate.py`` times the full Gowalla split (29,858 x 40,981, d = 64)
+and records the figure in ``benchmarks/RESULTS.md``.
 
 Two recall definitions
 ----------------------
