@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LINREC_SHARED_DATA", ROOT.parent / "shared" / "data")) / "gowalla"
 K = 20
 METRICS = ("recall", "ndcg")
+CPU_MEDIANS: dict = {}
 
 
 def read_lightgcn(path: Path, shape=None) -> sp.csr_matrix:
@@ -123,13 +124,24 @@ def peer_numba_parallel(U, V, train, test, k=K, n_jobs=None):
     return hits_all
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(fn, repeats):
+    """Median wall time and the runs; CPU seconds (all threads) per run go to CPU_MEDIANS.
+
+    CPU time is reported too because the machine is shared: wall time under load says little,
+    while CPU seconds / cores bounds what an idle machine would take."""
     fn()  # warm-up (compilation, caches)
-    times = []
+    times, cpus = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         fn()
         times.append(time.perf_counter() - t0)
+        cpus.append(cpu_seconds() - c0)
+    CPU_MEDIANS[fn] = statistics.median(cpus)
     return statistics.median(times), times
 
 
@@ -170,19 +182,21 @@ def main(argv=None):
         return U[users] @ V.T
 
     variants = {"FactorScores(U, V)": FactorScores(U, V), "score_fn U[users] @ V.T": score_fn}
-    timings, results, peaks = {}, {}, {}
+    timings, results, peaks, cpus = {}, {}, {}, {}
     for name, scorer in variants.items():
 
         def run(scorer=scorer, **kw):
             return evaluate(scorer, train, test, k=K, metrics=METRICS, **kw)
 
         timings[name] = timed(run, args.repeats)
+        cpus[name] = CPU_MEDIANS[run]
         peaks[name] = peak_traced_mib(run)
         results[name] = run()
         median, times = timings[name]
         print(
             f"evaluate with {name}: median {median:.3f} s "
-            f"({', '.join(f'{t:.3f}' for t in times)}), peak traced {peaks[name]:.0f} MiB"
+            f"({', '.join(f'{t:.3f}' for t in times)}), CPU {cpus[name]:.2f} s, "
+            f"peak traced {peaks[name]:.0f} MiB"
         )
         print(f"  {results[name]}")
         for bs in args.sweep:
@@ -195,11 +209,19 @@ def main(argv=None):
 
     peer = None
     if not args.no_peer:
-        peer, _ = timed(lambda: peer_numba_parallel(U, V, train, test), args.repeats)
+
+        def run_peer():
+            return peer_numba_parallel(U, V, train, test)
+
+        peer, _ = timed(run_peer, args.repeats)
+        peer_cpu = CPU_MEDIANS[run_peer]
         hits = peer_numba_parallel(U, V, train, test)
         n_test = np.diff(test.indptr)[result.users]
         same = np.array_equal(hits.sum(axis=1) / n_test, result.per_user["recall", K])
-        print(f"peer (BLAS then numba parallel top-k): median {peer:.3f} s, same recall: {same}")
+        print(
+            f"peer (BLAS then numba parallel top-k): median {peer:.3f} s, CPU {peer_cpu:.2f} s, "
+            f"same recall: {same}"
+        )
 
     def identical(ref, positions):
         return {
@@ -241,11 +263,12 @@ def main(argv=None):
         for name, (median, times) in timings.items():
             runs = f" ({', '.join(f'{t:.2f}' for t in times)})" if times else ""
             peak = f", peak traced memory {peaks[name]:.0f} MiB" if name in peaks else ""
-            lines.append(f"- evaluate with {name}: **median {median:.3f} s**{runs}{peak}")
+            cpu = f", CPU time {cpus[name]:.2f} s (both threads)" if name in cpus else ""
+            lines.append(f"- evaluate with {name}: **median {median:.3f} s**{runs}{cpu}{peak}")
         if peer is not None:
             lines.append(
                 f"- Peer in the same run (BLAS on all threads, then numba's parallel top-k, "
-                f"batch after batch): median {peer:.3f} s."
+                f"batch after batch): median {peer:.3f} s, CPU time {peer_cpu:.2f} s."
             )
         lines.append(
             f"- Identical to the argsort reference (recall and ndcg per user): subset of "
