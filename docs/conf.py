@@ -44,7 +44,7 @@ myst_heading_anchors = 3
 # API reference: autosummary writes one page per public object; numpydoc renders the docstrings.
 autosummary_generate = True
 autosummary_imported_members = False
-autodoc_default_options = {"members": True, "inherited-members": False}
+autodoc_default_options = {"members": True}
 autodoc_typehints = "none"
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
@@ -65,9 +65,10 @@ html_show_sourcelink = False
 
 
 def _skip_metadata_routing(app, what, name, obj, skip, options):
-    # scikit-learn adds set_<method>_request methods to every estimator class for metadata
-    # routing; they are not linrec's API and their docstrings link into sklearn's own docs.
-    if name.startswith("set_") and name.endswith("_request"):
+    # scikit-learn's metadata-routing methods (get_metadata_routing, set_<method>_request) are
+    # on every estimator class; they are not linrec's API and their docstrings link into
+    # scikit-learn's own documentation.
+    if name == "get_metadata_routing" or (name.startswith("set_") and name.endswith("_request")):
         return True
     return skip
 
