@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from linrec._memory import PeakMemory, format_bytes
 from linrec._registry import MODELS, make_model
 from linrec._version import __version__
@@ -189,7 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
-    np.set_printoptions(precision=4)
     try:
         return int(args.run(args) or 0)
     except (ValueError, MemoryError) as exc:
