@@ -81,7 +81,7 @@ def _id_kind(values: np.ndarray) -> str:
 
 
 class IdMap:
-    """Two-way map between raw ids and contiguous indices ``0 .. n - 1``.
+    """Two-way map between raw ids and contiguous indices ``0`` to ``n - 1``.
 
     ``ids[k]`` is the raw id of index ``k`` (row ``k`` of a users map, column ``k`` of an items
     map). :meth:`transform` turns raw ids into indices and refuses ids it has never seen, unless
@@ -1093,7 +1093,7 @@ def drop_empty_users(X, *others, return_index: bool = False):
     -------
     X_kept : scipy.sparse.csr_matrix
         ``X`` without empty rows (a copy).
-    *others_kept
+    \\*others_kept
         Each companion without those rows (sparse inputs as CSR).
     kept : ndarray of int64
         Only with ``return_index=True``: the original indices of the kept rows.

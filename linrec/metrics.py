@@ -12,15 +12,23 @@ item index ranks first; NaN scores are never ranked. A user with fewer than ``k`
 gets a shorter list (padded with item -1, which is never a hit). The same rule is used by
 :meth:`linrec._base.BaseRecommender.recommend`.
 
+Speed
+-----
+Scores are computed in user batches (the users x items matrix never exists) and ranked by an
+exact, vectorised numba top-k. Factor models (:class:`FactorScores`, or models that declare
+their factors) are multiplied and ranked tile by tile in cache, never writing a whole score
+row; ``benchmarks/bench_evaluate.py`` times the full Gowalla split (29,858 x 40,981, d = 64)
+and records the figure in ``benchmarks/RESULTS.md``.
+
 Two recall definitions
 ----------------------
 Both are offered under distinct names, because published numbers use both:
 
 ``"recall"``
-    ``hits@k / |test items|``: the LightGCN / NGCF protocol (Gowalla, Yelp2018, Amazon-Book
+    ``hits@k / |test items|``: the LightGCN / NGCF protocol [1]_ (Gowalla, Yelp2018, Amazon-Book
     tables). A user with more than ``k`` test items cannot reach 1.
 ``"truncated_recall"``
-    ``hits@k / min(k, |test items|)``: the protocol of Liang et al. (2018), Steck (2019) and
+    ``hits@k / min(k, |test items|)``: the protocol of Liang et al. (2018) [2]_, Steck (2019) and
     Rendle et al. (2022) on ML-20M / MSD with held-out users. It reaches 1 for a perfect list.
 
 Other metrics, with ``rel_p`` = 1 when the item at rank ``p`` (0-based) is a test item:
@@ -79,13 +87,20 @@ import scipy.sparse as sp
 import scipy.stats
 
 from linrec._base import BaseRecommender, batch_rows
-from linrec._kernels.topk import hit_matrix, hit_matrix_serial, topk_rows_serial
+from linrec._kernels.topk import (
+    finish_heaps_serial,
+    hit_matrix,
+    hit_matrix_serial,
+    topk_rows_serial,
+    topk_tile_serial,
+)
 from linrec._threading import blas_threads, numba_threads, resolve_n_jobs
 from linrec._validation import check_interactions
 
 __all__ = [
     "METRICS",
     "EvaluationResult",
+    "FactorScores",
     "PairedComparison",
     "average_precision",
     "compare",
@@ -102,10 +117,16 @@ __all__ = [
 #: Metric names accepted by :func:`evaluate` and :func:`ranking_metrics`.
 METRICS = ("recall", "truncated_recall", "ndcg", "precision", "hit_rate", "map", "coverage")
 
-# Score bytes in flight at once when evaluate() picks the batch size: the scoring thread and
-# the top-k workers each hold a block. Small blocks are also faster: the top-k scan then reads
-# scores that the scorer has just written, while they are still in cache.
-_BLOCK_BYTES = 16 * 2**20
+# Bytes of a float32 score block when evaluate() picks the batch size (the scoring thread and
+# each top-k worker hold one). Measured on Gowalla (d = 64, 2 cores): 51-row blocks cost 4.6
+# CPU seconds, 128-row blocks 3.2 (BLAS repacks the item factors once per block); blocks much
+# above 32 MiB make glibc return them to the kernel after each batch (page faults again).
+_BLOCK_BYTES = 24 * 2**20
+
+# FactorScores path: users per task and items per score tile; a 256 x 1024 float32 tile
+# (1 MiB) stays in a core's L2 cache between the matrix product and the top-k scan.
+_FACTOR_USERS = 256
+_FACTOR_ITEMS = 1024
 
 
 # ---------------------------------------------------------------------------- per-user metrics
@@ -611,8 +632,80 @@ def ranking_metrics(
 
 
 # ---------------------------------------------------------------------------- evaluate
+class FactorScores:
+    """Score function of a factor model, ``scores = user_factors[users] @ item_factors.T``.
+
+    A plain callable usable as ``score_fn`` anywhere; :func:`evaluate` recognises it and
+    then never forms a block of whole score rows: each worker thread multiplies a chunk of
+    users by a tile of items into a cache-sized buffer and feeds it straight to the top-k
+    heaps. The scores are the same products as the callable's (one BLAS dot product of
+    length ``d`` per user-item pair), so the rankings are identical; the benchmark
+    ``benchmarks/bench_evaluate.py`` checks this against the full products on Gowalla.
+
+    Parameters
+    ----------
+    user_factors : array-like of shape (n_users, d)
+        One row per row of the ``X_train`` given to :func:`evaluate`.
+    item_factors : array-like of shape (n_items, d)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> score_fn = FactorScores(np.eye(2), np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]))
+    >>> score_fn(np.array([1]))
+    array([[0., 2., 1.]])
+    """
+
+    def __init__(self, user_factors, item_factors):
+        user_factors = np.asarray(user_factors)
+        item_factors = np.asarray(item_factors)
+        if user_factors.ndim != 2 or item_factors.ndim != 2:
+            raise ValueError(
+                f"factors must be 2-D, got user_factors {user_factors.shape} and item_factors "
+                f"{item_factors.shape}"
+            )
+        if user_factors.shape[1] != item_factors.shape[1]:
+            raise ValueError(
+                f"user_factors have {user_factors.shape[1]} columns but item_factors have "
+                f"{item_factors.shape[1]}: both need the same number of factors"
+            )
+        dtype = np.result_type(user_factors.dtype, item_factors.dtype, np.float32)
+        if dtype not in (np.float32, np.float64):
+            dtype = np.float64
+        self.user_factors = np.ascontiguousarray(user_factors, dtype=dtype)
+        self.item_factors = np.ascontiguousarray(item_factors, dtype=dtype)
+
+    def __call__(self, user_ids, X_batch=None) -> np.ndarray:
+        return self.user_factors[user_ids] @ self.item_factors.T
+
+
+def _rank_factor_chunk(U_chunk, V, k, train_indptr, train_indices, test_indptr, test_indices):
+    # One chunk of users, one thread: item tiles in increasing order into running heaps.
+    n_rows = U_chunk.shape[0]
+    n_items = V.shape[0]
+    heap_idx = np.empty((n_rows, k), dtype=np.int64)
+    heap_val = np.empty((n_rows, k), dtype=U_chunk.dtype)
+    sizes = np.zeros(n_rows, dtype=np.int64)
+    excl_pos = train_indptr[:-1].copy()
+    buffers = {}
+    for offset in range(0, n_items, _FACTOR_ITEMS):
+        width = min(_FACTOR_ITEMS, n_items - offset)
+        if width not in buffers:
+            buffers[width] = np.empty((n_rows, width), dtype=U_chunk.dtype)
+        tile = np.matmul(U_chunk, V[offset : offset + width].T, out=buffers[width])
+        topk_tile_serial(
+            tile, offset, k, train_indptr, train_indices, excl_pos, sizes, heap_idx, heap_val
+        )
+    finish_heaps_serial(sizes, heap_idx, heap_val)
+    return heap_idx, hit_matrix_serial(heap_idx, test_indptr, test_indices)
+
+
 def _scorer(model_or_score_fn, X_train, fold_in):
-    """Resolve what computes scores: ``(score(user_ids, X_batch), dtype, fold_in_used)``."""
+    """Resolve what computes scores: ``(score(user_ids, X_batch), fold_in_used, factors)``.
+
+    ``factors(X_rows, user_ids) -> (user_factors, item_factors)`` is given for models that
+    define ``_evaluation_factors`` and for :class:`FactorScores`; else it is None.
+    """
     if isinstance(model_or_score_fn, BaseRecommender):
         model = model_or_score_fn
         model._check_fitted()
@@ -632,7 +725,13 @@ def _scorer(model_or_score_fn, X_train, fold_in):
         def score(user_ids, X_batch):
             return model._user_scores(X_batch, user_ids if use_state else None)
 
-        return score, not use_state
+        factors = None
+        if hasattr(model, "_evaluation_factors"):
+
+            def factors(X_rows, user_ids):
+                return model._evaluation_factors(X_rows, user_ids if use_state else None)
+
+        return score, not use_state, factors
     if isinstance(model_or_score_fn, type) or not callable(model_or_score_fn):
         raise TypeError(
             "model_or_score_fn must be a fitted linrec model or a callable "
@@ -640,7 +739,14 @@ def _scorer(model_or_score_fn, X_train, fold_in):
         )
     if fold_in != "auto":
         raise ValueError("fold_in applies to linrec models only, not to a score function")
-    return model_or_score_fn, None
+    if isinstance(model_or_score_fn, FactorScores):
+        _check_factor_shapes(model_or_score_fn, X_train.shape)
+
+        def factors(X_rows, user_ids):
+            return model_or_score_fn.user_factors[user_ids], model_or_score_fn.item_factors
+
+        return model_or_score_fn, None, factors
+    return model_or_score_fn, None, None
 
 
 def _check_scores(scores, n_rows: int, n_items: int) -> np.ndarray:
@@ -655,6 +761,31 @@ def _check_scores(scores, n_rows: int, n_items: int) -> np.ndarray:
     if scores.dtype not in (np.float32, np.float64):
         scores = scores.astype(np.float64)
     return np.ascontiguousarray(scores)
+
+
+def _check_factor_shapes(score: FactorScores, shape) -> None:
+    n_users, n_items = shape
+    if score.user_factors.shape[0] != n_users or score.item_factors.shape[0] != n_items:
+        raise ValueError(
+            f"FactorScores has {score.user_factors.shape[0]} user and "
+            f"{score.item_factors.shape[0]} item factor rows, but X_train is {n_users} users "
+            f"x {n_items} items"
+        )
+
+
+def _check_factors(factors, n_rows: int, n_items: int):
+    user_factors, item_factors = (np.asarray(f) for f in factors)
+    if user_factors.shape[0] != n_rows or item_factors.shape[0] != n_items:
+        raise ValueError(
+            f"_evaluation_factors returned {user_factors.shape} user and {item_factors.shape} "
+            f"item factors for {n_rows} users and {n_items} items"
+        )
+    if user_factors.dtype != item_factors.dtype or user_factors.dtype not in (
+        np.float32,
+        np.float64,
+    ):
+        raise ValueError("user and item factors must share one float32 or float64 dtype")
+    return np.ascontiguousarray(user_factors), np.ascontiguousarray(item_factors)
 
 
 def _rank_block(scores, k, excl_indptr, excl_indices, test_indptr, test_indices):
@@ -689,6 +820,7 @@ def evaluate(
         ``score_fn(user_ids, X_train_batch) -> ndarray (len(user_ids), n_items)`` where
         ``user_ids`` are row indices of ``X_train`` and ``X_train_batch`` is the CSR matrix
         of those rows. It is called from one thread at a time, with consecutive batches.
+        A :class:`FactorScores` is ranked tile by tile without whole score rows (faster).
     X_train : sparse matrix or array-like of shape (n_users, n_items)
         Histories: the items excluded from each ranking, and what a model folds in.
     X_test : sparse matrix or array-like of shape (n_users, n_items)
@@ -705,8 +837,9 @@ def evaluate(
         many rows as the model was fitted on. Models without user state always score from
         the histories. Must be "auto" for a score function.
     batch_size : int, optional
-        Users scored at once. By default a block of scores holds about 16 MiB (and never more
-        than the 256 MiB budget of :func:`linrec._base.batch_rows`).
+        Users scored at once. By default a block of float32 scores holds about 24 MiB (and
+        never more than the 256 MiB budget of :func:`linrec._base.batch_rows`); for a factor
+        model, 256 users per chunk.
     n_jobs : int, optional
         Threads (None: all cores). With two or more, scoring (BLAS, in this thread) and
         top-k selection (numba, in worker threads) run concurrently on different batches.
@@ -721,6 +854,13 @@ def evaluate(
     (the users x items matrix never does), plus ``n_evaluated x max(k)`` ranks. Time:
     the scoring (for a factor model ``n_users * n_items * d`` multiply-adds) plus one
     vectorised pass over every score for the exact top-k.
+
+    Factor models: for a :class:`FactorScores`, or a model defining
+    ``_evaluation_factors(X_rows, user_ids) -> (user_factors, item_factors)`` (the factors
+    whose product ``_user_scores`` returns, for the given rows; ``user_ids`` None means fold
+    the rows in), each thread multiplies a chunk of 256 users by tiles of 1024 items into a
+    buffer that stays in its L2 cache and feeds the tile to the top-k heaps at once: no score
+    row is ever written in full, and BLAS runs one thread per worker.
 
     Why threads rather than a numba parallel loop: on a small machine, alternating a BLAS
     thread pool (scoring) with numba's OpenMP pool (top-k) in one process makes the idle
@@ -767,7 +907,7 @@ def evaluate(
             f"X_test has shape {X_test.shape} but X_train has {X_train.shape}: both must be "
             "users x items matrices of the same users and catalogue"
         )
-    score, fold_in_used = _scorer(model_or_score_fn, X_train, fold_in)
+    score, fold_in_used, factors = _scorer(model_or_score_fn, X_train, fold_in)
     n_threads = resolve_n_jobs(n_jobs)
     n_items = X_train.shape[1]
     k_max = ks[-1]
@@ -777,7 +917,7 @@ def evaluate(
     n_eval = users.shape[0]
     n_workers = max(1, n_threads - n_threads // 2) if n_threads > 1 else 0
     if batch_size is None:
-        step = min(batch_rows(n_items, None), max(1, _BLOCK_BYTES // (8 * n_items)))
+        step = min(batch_rows(n_items, None), max(1, _BLOCK_BYTES // (4 * n_items)))
     else:
         step = batch_rows(n_items, batch_size)
 
@@ -814,7 +954,38 @@ def evaluate(
                 cut = block_top[:, :kk]
                 seen[i, cut[cut >= 0]] = True
 
-    if n_workers == 0:
+    if factors is not None:
+        user_factors, item_factors = _check_factors(factors(X_train[users], users), n_eval, n_items)
+        step = _FACTOR_USERS if batch_size is None else batch_rows(n_items, batch_size)
+
+        def chunk_args(start):
+            ids = users[start : start + step]
+            train_rows, test_rows = X_train[ids], X_test[ids]
+            return (
+                user_factors[start : start + step],
+                item_factors,
+                k_max,
+                train_rows.indptr.astype(np.int64),
+                train_rows.indices,
+                test_rows.indptr.astype(np.int64),
+                test_rows.indices,
+            )
+
+        starts = range(0, n_eval, step)
+        # Every thread multiplies and ranks its own chunks: BLAS runs single-threaded.
+        with blas_threads(1):
+            if n_threads == 1:
+                for start in starts:
+                    store(start, min(start + step, n_eval), *_rank_factor_chunk(*chunk_args(start)))
+            else:
+                with ThreadPoolExecutor(n_threads) as pool:
+                    futures = [
+                        (start, pool.submit(_rank_factor_chunk, *chunk_args(start)))
+                        for start in starts
+                    ]
+                    for start, fut in futures:
+                        store(start, min(start + step, n_eval), *fut.result())
+    elif n_workers == 0:
         with blas_threads(1):
             for start, stop, args in batches():
                 store(start, stop, *_rank_block(*args))

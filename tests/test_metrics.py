@@ -14,6 +14,7 @@ from linrec._base import BaseRecommender
 from linrec.metrics import (
     METRICS,
     EvaluationResult,
+    FactorScores,
     average_precision,
     compare,
     coverage,
@@ -421,3 +422,65 @@ def test_result_summary_markdown_and_mean(rng):
     assert result.n_users == len(result.users)
     with pytest.raises(ValueError, match="no per-user values"):
         result.ci("coverage", 5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_factor_scores_path_equals_plain_score_fn(rng, dtype, monkeypatch):
+    import linrec.metrics as metrics_module
+
+    # Small tiles and chunks so that several of each are used on test-sized data.
+    monkeypatch.setattr(metrics_module, "_FACTOR_ITEMS", 64)
+    train, test = split(rng, n_users=90, n_items=300)
+    U = rng.standard_normal((90, 8)).astype(dtype)
+    V = rng.standard_normal((300, 8)).astype(dtype)
+    ks = (3, 20)
+    plain = evaluate(lambda u, X: U[u] @ V.T, train, test, k=ks, metrics=METRICS)
+    users, per_user, cov = reference_evaluate(U @ V.T, train, test, ks, METRICS)
+    for batch_size, n_jobs in ((None, 2), (7, 2), (1, 1), (500, 1)):
+        fast = evaluate(
+            FactorScores(U, V),
+            train,
+            test,
+            k=ks,
+            metrics=METRICS,
+            batch_size=batch_size,
+            n_jobs=n_jobs,
+        )
+        assert_same_result(fast, users, per_user, cov, ks, METRICS)
+        for key in plain.per_user:
+            np.testing.assert_array_equal(fast.per_user[key], plain.per_user[key])
+
+
+def test_factor_scores_errors(rng):
+    train, test = split(rng)
+    with pytest.raises(ValueError, match="same number of factors"):
+        FactorScores(np.ones((70, 3)), np.ones((90, 4)))
+    with pytest.raises(ValueError, match="must be 2-D"):
+        FactorScores(np.ones(70), np.ones((90, 4)))
+    with pytest.raises(ValueError, match="X_train is 70 users x 90 items"):
+        evaluate(FactorScores(np.ones((70, 3)), np.ones((80, 3))), train, test)
+    np.testing.assert_array_equal(
+        FactorScores(np.eye(2), np.eye(2))(np.array([1, 0])), [[0.0, 1.0], [1.0, 0.0]]
+    )
+
+
+class TinyFactorsWithHook(TinyFactors):
+    """Same model, declaring its factors so that evaluate can take the tiled path."""
+
+    def _evaluation_factors(self, X, user_ids=None):
+        if user_ids is None:
+            return np.asarray(X @ self.item_factors_), self.item_factors_
+        return self.user_factors_[user_ids], self.item_factors_
+
+
+def test_model_evaluation_factors_hook_gives_same_results(rng):
+    train, test = split(rng)
+    plain = TinyFactors().fit(train)
+    hooked = TinyFactorsWithHook().fit(train)
+    for fold_in in ("auto", True):
+        a = evaluate(plain, train, test, k=(5, 20), metrics=METRICS, fold_in=fold_in)
+        b = evaluate(hooked, train, test, k=(5, 20), metrics=METRICS, fold_in=fold_in)
+        assert a.fold_in == b.fold_in
+        for key in a.per_user:
+            np.testing.assert_array_equal(a.per_user[key], b.per_user[key])
+        assert a.coverage == b.coverage

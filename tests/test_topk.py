@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from linrec._kernels.topk import hit_matrix, hit_matrix_serial, topk_rows, topk_rows_serial
+from linrec._kernels.topk import (
+    finish_heaps_serial,
+    hit_matrix,
+    hit_matrix_serial,
+    topk_rows,
+    topk_rows_serial,
+    topk_tile_serial,
+)
 from linrec._threading import numba_threads
 
 NO_CANDIDATES = np.ones(1, dtype=np.bool_)
@@ -176,3 +183,25 @@ def test_hit_matrix_matches_python_sets(rng):
     np.testing.assert_array_equal(hits, expected)
     np.testing.assert_array_equal(hits_s, expected)
     assert expected.sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("tile_width", [1, 37, 128, 300])
+def test_tiles_fed_in_order_equal_whole_rows(rng, dtype, tile_width):
+    n_rows, n_items, k = 15, 700, 12
+    scores = rng.integers(0, 6, size=(n_rows, n_items)).astype(dtype)
+    scores[rng.random(scores.shape) < 0.05] = np.nan
+    excluded = random_exclusions(rng, n_rows, n_items, 200)
+    excluded[0] = set(range(n_items - 5))  # fewer than k eligible: padding
+    indptr, indices = to_csr_structure(excluded, n_items)
+    heap_idx = np.empty((n_rows, k), np.int64)
+    heap_val = np.empty((n_rows, k), dtype)
+    sizes = np.zeros(n_rows, np.int64)
+    excl_pos = indptr[:-1].copy()
+    for offset in range(0, n_items, tile_width):
+        tile = np.ascontiguousarray(scores[:, offset : offset + tile_width])
+        topk_tile_serial(tile, offset, k, indptr, indices, excl_pos, sizes, heap_idx, heap_val)
+    finish_heaps_serial(sizes, heap_idx, heap_val)
+    ref_idx, ref_val = reference_topk(scores, k, excluded)
+    np.testing.assert_array_equal(heap_idx, ref_idx)
+    np.testing.assert_array_equal(heap_val.astype(np.float64), ref_val)
