@@ -106,8 +106,9 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         required=True,
-        help="a LightGCN-format folder (train.txt, test.txt) or a delimited interaction file "
-        "(user, item[, weight[, timestamp]]), split at random per user",
+        help="a LightGCN-format folder (train.txt, test.txt), the Last.fm folder (data1.txt, "
+        "test1.txt) or a delimited interaction file (user, item[, weight[, timestamp]]), "
+        "split at random per user",
     )
     parser.add_argument(
         "--model",
@@ -133,6 +134,10 @@ def _load_split(path: str, test_fraction: float, seed: int):
 
     p = Path(path)
     if p.is_dir():
+        if (p / "data1.txt").exists() and (p / "test1.txt").exists():
+            from linrec.datasets import load_lastfm
+
+            return load_lastfm(p)
         if not (p / "train.txt").exists():
             raise SystemExit(f"linrec: {p} has no train.txt (LightGCN format expected)")
         return load_lightgcn(p)
