@@ -25,10 +25,10 @@ Two recall definitions
 Both are offered under distinct names, because published numbers use both:
 
 ``"recall"``
-    ``hits@k / |test items|``: the LightGCN / NGCF protocol (Gowalla, Yelp2018, Amazon-Book
+    ``hits@k / |test items|``: the LightGCN / NGCF protocol [1]_ (Gowalla, Yelp2018, Amazon-Book
     tables). A user with more than ``k`` test items cannot reach 1.
 ``"truncated_recall"``
-    ``hits@k / min(k, |test items|)``: the protocol of Liang et al. (2018), Steck (2019) and
+    ``hits@k / min(k, |test items|)``: the protocol of Liang et al. (2018) [2]_, Steck (2019) and
     Rendle et al. (2022) on ML-20M / MSD with held-out users. It reaches 1 for a perfect list.
 
 Other metrics, with ``rel_p`` = 1 when the item at rank ``p`` (0-based) is a test item:

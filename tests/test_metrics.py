@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import scipy.stats
-from conftest import random_interactions
 from sklearn.exceptions import NotFittedError
 
 from linrec._base import BaseRecommender
@@ -27,6 +26,8 @@ from linrec.metrics import (
     recall,
     truncated_recall,
 )
+
+from conftest import random_interactions
 
 PER_USER = ("recall", "truncated_recall", "ndcg", "precision", "hit_rate", "map")
 
