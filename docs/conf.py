@@ -71,7 +71,11 @@ def _skip_metadata_routing(app, what, name, obj, skip, options):
     # scikit-learn's metadata-routing methods (get_metadata_routing, set_<method>_request) are
     # on every estimator class; they are not linrec's API and their docstrings link into
     # scikit-learn's own documentation.
-    if name == "get_metadata_routing" or (name.startswith("set_") and name.endswith("_request")):
+    # set_output comes with TransformerMixin (estimators with a transform) and concerns pandas
+    # output of transformers, not recommenders.
+    if name in ("get_metadata_routing", "set_output") or (
+        name.startswith("set_") and name.endswith("_request")
+    ):
         return True
     return skip
 
