@@ -580,15 +580,19 @@ class IALS(BaseRecommender):
         weights C_u for the item step (G_user = sum_u C_u p_u p_u^T).
         """
         indptr, indices, extra, rhs, row_weight, reg, bounds = side
-        with blas_threads(self.n_jobs):
+        status = np.zeros(F.shape[0], dtype=np.int8)
+        solver = "cholesky" if exact else self.solver
+        max_row = int(np.max(np.diff(indptr))) if indptr.shape[0] > 1 else 0
+        # The Gram matrix by single-threaded BLAS (BLAS is capped at one thread inside
+        # numba_threads): measured here, a threaded BLAS call between two parallel numba
+        # regions lets the two thread pools spin against each other and cost up to 0.8 s,
+        # while one thread takes 10 ms at d = 64 and 0.1 s at d = 256 for 41k rows.
+        with numba_threads(self.n_jobs):
             if gram_weight is None:
                 gram = other.T @ other
             else:
                 gram = (other * gram_weight[:, None]).T @ other
-        gram = np.ascontiguousarray(gram, dtype=F.dtype)
-        status = np.zeros(F.shape[0], dtype=np.int8)
-        solver = "cholesky" if exact else self.solver
-        with numba_threads(self.n_jobs):
+            gram = np.ascontiguousarray(gram, dtype=F.dtype)
             if solver == "cholesky":
                 solve_cholesky(
                     indptr, indices, extra, rhs, row_weight, reg, gram, other, F, bounds, status
@@ -606,11 +610,11 @@ class IALS(BaseRecommender):
                     F,
                     bounds,
                     int(self.cg_steps),
+                    max_row,
                     status,
                 )
             else:
                 block = min(int(self.block_size), F.shape[1])
-                max_row = int(np.max(np.diff(indptr))) if indptr.shape[0] > 1 else 0
                 solve_block(
                     indptr,
                     indices,
@@ -646,7 +650,7 @@ class IALS(BaseRecommender):
     def _objective(self, user_side, P, Q, item_reg):
         """Exact J in float64: C_u p^T G p over all entries plus the observed corrections."""
         indptr, indices, extra, rhs, row_weight, user_reg, bounds = user_side
-        with blas_threads(self.n_jobs):
+        with numba_threads(self.n_jobs):  # single-threaded BLAS, see _half_step
             Q64 = Q.astype(np.float64)
             P64 = P.astype(np.float64)
             gram = Q64.T @ Q64

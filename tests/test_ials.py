@@ -261,7 +261,7 @@ def test_cg_and_block_converge_to_cholesky(rng, params):
     cg_err, block_err = [], []
     for steps in (1, 3, 7, 20):
         P = P0.copy()
-        solve_cg(*args, P, bounds, steps, status)
+        solve_cg(*args, P, bounds, steps, 20, status)
         assert not status.any()
         cg_err.append(np.abs(P - exact).max())
         assert np.all(_row_objective(args, P) <= f0 + 1e-12)
