@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.base import TransformerMixin
 from tqdm.auto import tqdm
 
 from linrec._base import BaseRecommender, batch_rows
@@ -184,7 +185,7 @@ def _transpose_order(X: sp.csr_matrix):
     return T.indptr.astype(np.int64), T.indices.astype(np.int64), perm
 
 
-class IALS(BaseRecommender):
+class IALS(TransformerMixin, BaseRecommender):
     """Implicit alternating least squares over the weighted iALS family.
 
     Minimises, over user factors ``P`` and item factors ``Q`` (score ``y_ui = p_u . q_i``),

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import random_interactions
 
 from linrec._kernels.als import chunk_bounds, data_term, solve_block, solve_cg, solve_cholesky
 from linrec.ials import IALS, objective_terms
+
+from conftest import random_interactions
+from contract import RecommenderContract
 
 # ---------------------------------------------------------------------------- reference
 # Each objective written literally from THEORY.md, on dense matrices, in float64.
@@ -391,3 +393,19 @@ def test_ill_posed_settings_raise_clear_errors(rng):
             n_factors=4,
             regularization=1e-3,
         ).fit(X * 3)
+
+
+class TestIALSContract(RecommenderContract):
+    expected_failed_checks = {
+        **RecommenderContract.expected_failed_checks,
+        "check_transformer_preserve_dtypes": (
+            "factors follow the dtype parameter (float32 by default), as every linrec model"
+        ),
+        "check_transformer_data_not_an_array": (
+            "linrec._validation.check_interactions calls np.asarray on sklearn's _NotAnArray, "
+            "whose __array_function__ refuses it (shared validation, reported to the lead)"
+        ),
+    }
+
+    def make_estimator(self):
+        return IALS(n_factors=4, n_epochs=2, random_state=0, n_jobs=1)
