@@ -38,13 +38,13 @@ from linrec.ials import IALS
 # positives no extra weight on binary data).
 LINREC_PARAMS = {
     "gowalla": dict(
-        objective="rendle", unobserved_weight=0.003, regularization=0.003, reg_exponent=1.0
+        objective="rendle", unobserved_weight=0.003, regularization=0.01, reg_exponent=1.0
     ),
     "yelp2018": dict(
-        objective="rendle", unobserved_weight=0.003, regularization=0.003, reg_exponent=1.0
+        objective="rendle", unobserved_weight=0.003, regularization=0.01, reg_exponent=1.0
     ),
     "synthetic": dict(
-        objective="rendle", unobserved_weight=0.003, regularization=0.003, reg_exponent=1.0
+        objective="rendle", unobserved_weight=0.003, regularization=0.01, reg_exponent=1.0
     ),
 }
 IMPLICIT_PARAMS = {
