@@ -275,6 +275,11 @@ class IALS(TransformerMixin, BaseRecommender):
     the factors, two arrays of nnz weights in each orientation, and per-thread scratch of
     O(d^2 + max n_u). The final exact user step costs one Cholesky half-step.
 
+    Settings that worked on Gowalla (LightGCN split, tuned on a validation split of the
+    training file, see benchmarks/RESULTS.md): ``objective="rendle",
+    unobserved_weight=0.003, regularization=0.01, reg_exponent=1`` with 4-6 epochs; the
+    defaults above are generic starting values, not tuned ones.
+
     Fit-time validation ranks all items by ``user_factors . item_factors`` with the training
     items excluded and reports mean Recall@k = hits / |held-out items| over users with
     held-out items (the LightGCN protocol).
