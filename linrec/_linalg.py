@@ -24,6 +24,8 @@ with a leading dimension (no copy); triangular tile operations go through
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from scipy.linalg import blas, lapack
 
@@ -51,7 +53,7 @@ def _bounds(n: int, tile: int) -> list[tuple[int, int]]:
     # balanced tiles of at most `tile` rows (no sliver of a few rows at the end)
     n_tiles = max(1, -(-n // tile))
     edges = [round(i * n / n_tiles) for i in range(n_tiles + 1)]
-    return list(zip(edges[:-1], edges[1:]))
+    return list(itertools.pairwise(edges))
 
 
 def _lapack(name: str, dtype) -> object:

@@ -6,7 +6,6 @@ parallel iteration writes its own output row, so results do not depend on schedu
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit, prange
 
 
@@ -69,3 +68,21 @@ def scale_columns_inplace(matrix, scale):
         row = matrix[r]
         for c in range(matrix.shape[1]):
             row[c] *= scale[c]
+
+
+@njit(parallel=True, cache=True)
+def weight_block(products, columns, csc_indptr, csc_indices, unobserved_weight, positive_weight, out):
+    """Apply the per-column diagonal weights ``D_i`` to a block of ``X v`` products.
+
+    ``products[u, c]`` holds ``(X v_c)_u`` for the column ``i = columns[c]``;
+    ``out[u, c] = d_ui (X v_c)_u`` with ``d_ui = positive_weight[u]`` when user ``u`` has item
+    ``i`` and ``unobserved_weight[u]`` otherwise. One output column per iteration.
+    """
+    n_users = products.shape[0]
+    for c in prange(columns.shape[0]):
+        for u in range(n_users):
+            out[u, c] = unobserved_weight[u] * products[u, c]
+        i = columns[c]
+        for p in range(csc_indptr[i], csc_indptr[i + 1]):
+            u = csc_indices[p]
+            out[u, c] = positive_weight[u] * products[u, c]
