@@ -31,9 +31,9 @@ from scipy.linalg import lapack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from linrec._memory import PeakMemory, available_memory, format_bytes  # noqa: E402
-from linrec._threading import blas_threads  # noqa: E402
-from linrec.ease import EASE, dense_ease_weights  # noqa: E402
+from linrec._memory import PeakMemory, available_memory, format_bytes
+from linrec._threading import blas_threads
+from linrec.ease import EASE, dense_ease_weights
 
 
 # --------------------------------------------------------------------------- data
@@ -73,7 +73,7 @@ def validation_split(train: sp.csr_matrix, fraction: float = 0.2, seed: int = 0)
     for u in range(train.shape[0]):
         items = train.indices[train.indptr[u] : train.indptr[u + 1]]
         if len(items) >= 2:
-            n_val = max(1, int(round(fraction * len(items))))
+            n_val = max(1, round(fraction * len(items)))
             perm = rng.permutation(len(items))
             val, keep = items[perm[:n_val]], items[perm[n_val:]]
         else:
@@ -125,38 +125,44 @@ def make_model(args, n_items):
         return EASE(regularization=args.lam, n_jobs=args.n_jobs)
     from linrec.ease import SparseEASE
 
-    return SparseEASE(
-        regularization=args.lam, n_neighbors=args.n_neighbors, n_jobs=args.n_jobs
-    )
+    return SparseEASE(regularization=args.lam, n_neighbors=args.n_neighbors, n_jobs=args.n_jobs)
 
 
 # --------------------------------------------------------------------------- commands
 def cmd_fit(args) -> None:
     train, test = load_split(Path(args.data))
     n = train.shape[1]
-    print(f"# {args.model} EASE fit on {args.data}: {train.shape[0]} users x {n} items, "
-          f"nnz {train.nnz}; {load_line()}; MemAvailable {format_bytes(available_memory())}")
+    print(
+        f"# {args.model} EASE fit on {args.data}: {train.shape[0]} users x {n} items, "
+        f"nnz {train.nnz}; {load_line()}; MemAvailable {format_bytes(available_memory())}"
+    )
     model = make_model(args, n)
     seconds, increase = timed_fit(model, train)
     one_matrix = n * n * 4
     start = time.perf_counter()
     recall, ndcg = recall_ndcg(model, train, test)
     eval_s = time.perf_counter() - start
-    print("| data | model | lam | n_neighbors | fit s | peak RSS increase | / one n x n f32 "
-          "| Recall@20 | NDCG@20 | eval s |")
+    print(
+        "| data | model | lam | n_neighbors | fit s | peak RSS increase | / one n x n f32 "
+        "| Recall@20 | NDCG@20 | eval s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {Path(args.data).name} | {args.model} | {args.lam} | "
-          f"{args.n_neighbors if args.model != 'dense' else '-'} | {seconds:.1f} | "
-          f"{format_bytes(increase)} | {increase / one_matrix:.3f} | {recall:.4f} | "
-          f"{ndcg:.4f} | {eval_s:.1f} |")
+    print(
+        f"| {Path(args.data).name} | {args.model} | {args.lam} | "
+        f"{args.n_neighbors if args.model != 'dense' else '-'} | {seconds:.1f} | "
+        f"{format_bytes(increase)} | {increase / one_matrix:.3f} | {recall:.4f} | "
+        f"{ndcg:.4f} | {eval_s:.1f} |"
+    )
     print(load_line())
 
 
 def cmd_tune(args) -> None:
     train, _ = load_split(Path(args.data))
     fit_part, val_part = validation_split(train, seed=args.seed)
-    print(f"# {args.model} tuning on {args.data}: validation = 20% of each user's train items "
-          f"(seed {args.seed}); {load_line()}")
+    print(
+        f"# {args.model} tuning on {args.data}: validation = 20% of each user's train items "
+        f"(seed {args.seed}); {load_line()}"
+    )
     print("| lam | n_neighbors | fit s | val Recall@20 | val NDCG@20 |")
     print("|---|---|---|---|---|")
     grid = args.n_neighbors_grid or [args.n_neighbors]
@@ -166,8 +172,11 @@ def cmd_tune(args) -> None:
             model = make_model(args, train.shape[1])
             seconds, _ = timed_fit(model, fit_part)
             recall, ndcg = recall_ndcg(model, fit_part, val_part)
-            print(f"| {lam} | {nn if args.model != 'dense' else '-'} | {seconds:.1f} | "
-                  f"{recall:.4f} | {ndcg:.4f} |", flush=True)
+            print(
+                f"| {lam} | {nn if args.model != 'dense' else '-'} | {seconds:.1f} | "
+                f"{recall:.4f} | {ndcg:.4f} |",
+                flush=True,
+            )
             del model
             gc.collect()
     print(load_line())
@@ -188,8 +197,10 @@ def cmd_floor(args) -> None:
     n = X.shape[1]
     lam = args.lam
     one = n * n * 4
-    print(f"# dense EASE cost on a random subsample of {n} items of {args.data} "
-          f"({X.shape[0]} users, nnz {X.nnz}); median of {args.repeat}; {load_line()}")
+    print(
+        f"# dense EASE cost on a random subsample of {n} items of {args.data} "
+        f"({X.shape[0]} users, nnz {X.nnz}); median of {args.repeat}; {load_line()}"
+    )
     rows = []
     for _ in range(args.repeat):
         # linrec: Gram into one array, tiled inverse, B in place (all of the fit)
@@ -224,14 +235,21 @@ def cmd_floor(args) -> None:
             numpy_mem = mem.increase
             del G64, P, B
         rows.append((ours, ours_mem, floor, numpy_s, numpy_mem))
-        print(f"  run: ours {ours:.1f} s ({format_bytes(ours_mem)}), floor {floor:.1f} s, "
-              f"numpy {numpy_s:.1f} s ({format_bytes(numpy_mem)})", flush=True)
+        print(
+            f"  run: ours {ours:.1f} s ({format_bytes(ours_mem)}), floor {floor:.1f} s, "
+            f"numpy {numpy_s:.1f} s ({format_bytes(numpy_mem)})",
+            flush=True,
+        )
     ours, ours_mem, floor, numpy_s, numpy_mem = np.median(np.array(rows), axis=0)
-    print("| n items | tile | linrec fit s | LAPACK floor s | ratio | numpy f64 s | "
-          "linrec peak / one n x n f32 | numpy peak / one n x n f32 |")
+    print(
+        "| n items | tile | linrec fit s | LAPACK floor s | ratio | numpy f64 s | "
+        "linrec peak / one n x n f32 | numpy peak / one n x n f32 |"
+    )
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| {n} | {args.tile} | {ours:.1f} | {floor:.1f} | {ours / floor:.2f} | "
-          f"{numpy_s:.1f} | {ours_mem / one:.2f} | {numpy_mem / one:.2f} |")
+    print(
+        f"| {n} | {args.tile} | {ours:.1f} | {floor:.1f} | {ours / floor:.2f} | "
+        f"{numpy_s:.1f} | {ours_mem / one:.2f} | {numpy_mem / one:.2f} |"
+    )
     print(load_line())
 
 

@@ -71,7 +71,9 @@ def scale_columns_inplace(matrix, scale):
 
 
 @njit(parallel=True, cache=True)
-def weight_block(products, columns, csc_indptr, csc_indices, unobserved_weight, positive_weight, out):
+def weight_block(
+    products, columns, csc_indptr, csc_indices, unobserved_weight, positive_weight, out
+):
     """Apply the per-column diagonal weights ``D_i`` to a block of ``X v`` products.
 
     ``products[u, c]`` holds ``(X v_c)_u`` for the column ``i = columns[c]``;
