@@ -6,6 +6,7 @@ parallel iteration writes its own output row, so results do not depend on schedu
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
 
@@ -88,3 +89,111 @@ def weight_block(
         for p in range(csc_indptr[i], csc_indptr[i + 1]):
             u = csc_indices[p]
             out[u, c] = positive_weight[u] * products[u, c]
+
+
+@njit(parallel=True, cache=True)
+def top_neighbors(indptr, indices, data, norms, n_neighbors, counts):
+    """Per row ``i`` of the sparse Gram matrix, the ``n_neighbors`` best other columns.
+
+    Scores are ``G_ij / (norms[i] * norms[j])`` (pass ones for raw co-occurrence). Ties go to
+    the lower column index. ``counts[i]`` receives how many were found (fewer when the row
+    has fewer non-zeros). Returns an ``(n, n_neighbors)`` array padded with -1, each row sorted
+    by column index.
+    """
+    n = indptr.shape[0] - 1
+    out = np.full((n, n_neighbors), -1, dtype=np.int64)
+    for i in prange(n):
+        start, stop = indptr[i], indptr[i + 1]
+        cols = indices[start:stop]
+        keep = cols != i
+        cand = cols[keep].astype(np.int64)
+        score = np.empty(cand.shape[0], dtype=np.float64)
+        vals = data[start:stop][keep]
+        for t in range(cand.shape[0]):
+            score[t] = vals[t] / (norms[i] * norms[cand[t]])
+        # stable sort on -score keeps the lower index first among ties (cand is sorted)
+        order = np.argsort(-score, kind="mergesort")
+        k = min(n_neighbors, cand.shape[0])
+        chosen = np.sort(cand[order[:k]])
+        out[i, :k] = chosen
+        counts[i] = k
+    return out
+
+
+@njit(inline="always")
+def _find(sorted_values, start, stop, target):
+    # binary search in sorted_values[start:stop]; -1 when absent
+    lo, hi = start, stop
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        v = sorted_values[mid]
+        if v < target:
+            lo = mid + 1
+        elif v > target:
+            hi = mid
+        else:
+            return mid
+    return -1
+
+
+@njit(cache=True)
+def _cholesky_solve(system, rhs):
+    # SPD solve: LAPACK Cholesky (half the flops of np.linalg.solve's LU), then two
+    # triangular substitutions
+    lower = np.linalg.cholesky(system)
+    k = rhs.shape[0]
+    y = np.empty(k, dtype=np.float64)
+    for a in range(k):
+        acc = rhs[a]
+        for b in range(a):
+            acc -= lower[a, b] * y[b]
+        y[a] = acc / lower[a, a]
+    x = np.empty(k, dtype=np.float64)
+    for a in range(k - 1, -1, -1):
+        acc = y[a]
+        for b in range(a + 1, k):
+            acc -= lower[b, a] * x[b]
+        x[a] = acc / lower[a, a]
+    return x
+
+
+@njit(parallel=True, cache=True)
+def sparse_ease_columns(
+    g_indptr, g_indices, g_data, neighbors, counts, regularization, out_indptr, out_data
+):
+    """Solve each column's EASE regression on its support, writing the CSC values of ``B``.
+
+    For column ``i`` with support ``N = neighbors[i, :counts[i]]`` (sorted, ``i`` excluded):
+    ``b_N = (G_NN + lambda I)^{-1} G_Ni``, the constrained ridge regression of item ``i`` on
+    the items ``N``. Entries of the sparse Gram matrix (CSR, sorted indices) are looked up by
+    binary search. Each iteration writes its own slice ``out_data[out_indptr[i]:...]``.
+    """
+    n = neighbors.shape[0]
+    for i in prange(n):
+        k = counts[i]
+        if k == 0:
+            continue
+        support = neighbors[i, :k]
+        system = np.zeros((k, k), dtype=np.float64)
+        rhs = np.zeros(k, dtype=np.float64)
+        for a in range(k):
+            j = support[a]
+            row_start, row_stop = g_indptr[j], g_indptr[j + 1]
+            # G_ji (symmetric) for the right-hand side
+            pos = _find(g_indices, row_start, row_stop, i)
+            if pos >= 0:
+                rhs[a] = g_data[pos]
+            # G_jl for l in the support, l >= j (the rest by symmetry); both lists are sorted,
+            # so search only the remaining part of row j
+            lo = row_start
+            for b in range(a, k):
+                pos = _find(g_indices, lo, row_stop, support[b])
+                if pos >= 0:
+                    system[a, b] = g_data[pos]
+                    system[b, a] = g_data[pos]
+                    lo = pos + 1
+            system[a, a] += regularization
+        solution = _cholesky_solve(system, rhs)
+        base = out_indptr[i]
+        for a in range(k):
+            out_data[base + a] = solution[a]
