@@ -366,3 +366,23 @@ def test_sparse_ease_cosine_support_differs(rng):
         SparseEASE(similarity="jaccard").fit(X)
     with pytest.raises(ValueError, match="n_neighbors"):
         SparseEASE(n_neighbors=0).fit(X)
+
+
+@pytest.mark.parametrize("k", [2, 30])
+def test_sparse_columns_kernel_both_lookup_paths(rng, k):
+    # long Gram rows with a short support take the binary-search path, a long support the scan
+    X = random_interactions(rng, 120, 150, 0.3)
+    G = (X.T @ X).tocsr()
+    G.sort_indices()
+    n = 150
+    supports = [
+        np.sort(rng.choice(np.setdiff1d(np.arange(n), [i]), k, replace=False)) for i in range(n)
+    ]
+    neighbors = np.array(supports, dtype=np.int64)
+    counts = np.full(n, k, dtype=np.int64)
+    indptr = np.arange(0, n * k + 1, k, dtype=np.int64)
+    values = np.zeros(n * k)
+    sparse_ease_columns(G.indptr, G.indices, G.data, neighbors, counts, 0.7, indptr, values)
+    ref = constrained_ridge_reference(X, 0.7, supports=supports)
+    expected = np.concatenate([ref[supports[i], i] for i in range(n)])
+    np.testing.assert_allclose(values, expected, rtol=1e-8, atol=1e-12)

@@ -165,35 +165,56 @@ def sparse_ease_columns(
 
     For column ``i`` with support ``N = neighbors[i, :counts[i]]`` (sorted, ``i`` excluded):
     ``b_N = (G_NN + lambda I)^{-1} G_Ni``, the constrained ridge regression of item ``i`` on
-    the items ``N``. Entries of the sparse Gram matrix (CSR, sorted indices) are looked up by
-    binary search. Each iteration writes its own slice ``out_data[out_indptr[i]:...]``.
+    the items ``N``. The entries ``G_jl`` (sparse Gram matrix, CSR with sorted indices) of a
+    support row ``j`` are gathered either by scanning row ``j`` against a dense position map
+    (cost ``nnz(G_j)``, sequential) or by binary searches for the remaining support items (cost
+    ``(k - a) log nnz(G_j)``), whichever is cheaper for that row. Columns are split into
+    chunks, one position map per chunk; each column writes its own slice of ``out_data``.
     """
     n = neighbors.shape[0]
-    for i in prange(n):
-        k = counts[i]
-        if k == 0:
-            continue
-        support = neighbors[i, :k]
-        system = np.zeros((k, k), dtype=np.float64)
-        rhs = np.zeros(k, dtype=np.float64)
-        for a in range(k):
-            j = support[a]
-            row_start, row_stop = g_indptr[j], g_indptr[j + 1]
-            # G_ji (symmetric) for the right-hand side
-            pos = _find(g_indices, row_start, row_stop, i)
-            if pos >= 0:
-                rhs[a] = g_data[pos]
-            # G_jl for l in the support, l >= j (the rest by symmetry); both lists are sorted,
-            # so search only the remaining part of row j
-            lo = row_start
-            for b in range(a, k):
-                pos = _find(g_indices, lo, row_stop, support[b])
-                if pos >= 0:
-                    system[a, b] = g_data[pos]
-                    system[b, a] = g_data[pos]
-                    lo = pos + 1
-            system[a, a] += regularization
-        solution = _cholesky_solve(system, rhs)
-        base = out_indptr[i]
-        for a in range(k):
-            out_data[base + a] = solution[a]
+    n_chunks = min(n, 64)
+    for chunk in prange(n_chunks):
+        position = np.full(g_indptr.shape[0] - 1, -1, dtype=np.int64)
+        for i in range(chunk, n, n_chunks):
+            k = counts[i]
+            if k == 0:
+                continue
+            support = neighbors[i, :k]
+            for a in range(k):
+                position[support[a]] = a
+            system = np.zeros((k, k), dtype=np.float64)
+            rhs = np.zeros(k, dtype=np.float64)
+            for a in range(k):
+                j = support[a]
+                row_start, row_stop = g_indptr[j], g_indptr[j + 1]
+                length = row_stop - row_start
+                search_cost = (k - a + 1) * (np.log2(length + 1.0) + 1.0) * 4.0
+                if length <= search_cost:
+                    for p in range(row_start, row_stop):
+                        col = g_indices[p]
+                        if col == i:
+                            rhs[a] = g_data[p]
+                        else:
+                            b = position[col]
+                            if b >= a:
+                                system[a, b] = g_data[p]
+                                system[b, a] = g_data[p]
+                else:
+                    pos = _find(g_indices, row_start, row_stop, i)
+                    if pos >= 0:
+                        rhs[a] = g_data[pos]
+                    # both lists are sorted: search only the remaining part of row j
+                    lo = row_start
+                    for b in range(a, k):
+                        pos = _find(g_indices, lo, row_stop, support[b])
+                        if pos >= 0:
+                            system[a, b] = g_data[pos]
+                            system[b, a] = g_data[pos]
+                            lo = pos + 1
+                system[a, a] += regularization
+            for a in range(k):
+                position[support[a]] = -1
+            solution = _cholesky_solve(system, rhs)
+            base = out_indptr[i]
+            for a in range(k):
+                out_data[base + a] = solution[a]
