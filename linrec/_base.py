@@ -70,6 +70,8 @@ class BaseRecommender(BaseEstimator):
             Held-out interactions of the same users. They are added to ``X`` for training:
             this lets :class:`sklearn.model_selection.GridSearchCV` pass a (history, held-out)
             pair, with ``score`` evaluating on the held-out part of the test users only.
+            A 1-D ``y`` (the per-sample target some scikit-learn tools pass) is ignored, as
+            in scikit-learn's unsupervised estimators.
 
         Returns
         -------
@@ -83,10 +85,8 @@ class BaseRecommender(BaseEstimator):
     def _validate_fit_data(self, X, y=None) -> sp.csr_matrix:
         dtype = self._fit_dtype()
         X = check_interactions(X, name="X", dtype=dtype, allow_empty_rows=False)
-        if y is not None:
-            Y = check_interactions(
-                y, name="y", dtype=dtype, n_items=X.shape[1], allow_empty=True
-            )
+        if y is not None and np.ndim(y) == 2:
+            Y = check_interactions(y, name="y", dtype=dtype, n_items=X.shape[1], allow_empty=True)
             if Y.shape[0] != X.shape[0]:
                 raise ValueError(
                     f"y has {Y.shape[0]} rows but X has {X.shape[0]}: y must hold held-out "
@@ -239,16 +239,28 @@ class BaseRecommender(BaseEstimator):
             top, top_val = topk_rows(sims, k, indptr, item_ids, np.ones(1, np.bool_), False)
         return top, top_val.astype(np.float64)
 
-    def score(self, X, y) -> float:
+    def score(self, X, y=None) -> float:
         """Mean NDCG@20 of the held-out items ``y`` given the histories ``X``.
 
-        Users (rows) without held-out items are skipped. This is what
-        :class:`sklearn.model_selection.GridSearchCV` maximises; use it with
-        :class:`linrec.model_selection.UserKFold`.
+        Users (rows) without held-out items are skipped; their training items (``X``) are
+        excluded from the ranking. This is what :class:`sklearn.model_selection.GridSearchCV`
+        maximises; use it with :class:`linrec.model_selection.UserKFold`.
+
+        With ``y=None`` (or a 1-D ``y``, which scikit-learn tools may pass and which is
+        ignored), the rows of ``X`` are both history and target and nothing is excluded: the
+        NDCG@20 with which the model reconstructs ``X``.
         """
         from linrec.metrics import evaluate
 
-        result = evaluate(self, X, y, k=(20,), metrics=("ndcg",))
+        X = self._validate_rows(X)
+        if y is not None and np.ndim(y) == 2:
+            return float(evaluate(self, X, y, k=(20,), metrics=("ndcg",)).mean("ndcg", 20))
+
+        def reconstruct(user_ids, _history):
+            return self._scores(X[user_ids])
+
+        nothing_seen = sp.csr_matrix(X.shape, dtype=X.dtype)
+        result = evaluate(reconstruct, nothing_seen, X, k=(20,), metrics=("ndcg",))
         return float(result.mean("ndcg", 20))
 
     # ------------------------------------------------------------------ persistence
@@ -340,7 +352,7 @@ def load(path):
     if not path.exists():
         raise FileNotFoundError(f"no such model file: {os.fspath(path)}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
             files = dict(npz.items())
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise ValueError(f"{path} is not a readable linrec model file ({exc})") from exc
@@ -369,8 +381,11 @@ def load(path):
             model,
             key,
             sp.csr_matrix(
-                (files.pop(f"{key}::data"), files.pop(f"{key}::indices"),
-                 files.pop(f"{key}::indptr")),
+                (
+                    files.pop(f"{key}::data"),
+                    files.pop(f"{key}::indices"),
+                    files.pop(f"{key}::indptr"),
+                ),
                 shape=shape,
             ),
         )
@@ -382,4 +397,3 @@ def load(path):
         raise ValueError(f"{path}: the file holds no fitted state") from exc
     model._after_load()
     return model
-

@@ -71,38 +71,42 @@ def check_interactions(
     >>> X = check_interactions(np.array([[1, 0], [0, 2]]))
     >>> X.format, X.nnz, X.dtype
     ('csr', 2, dtype('float32'))
-    >>> check_interactions(np.array([[1.0, -1.0]]))
+    >>> check_interactions(np.array([[1.0, -1.0]]))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: X contains a negative value (-1.0) at (row 0, column 1); interaction strengths must be >= 0
+    ValueError: X contains a negative value (-1.0) at (row 0, column 1); ...
     """
     if X is None:
         raise ValueError(f"{name} is None; expected a users x items matrix")
     if sp.issparse(X):
         if X.ndim != 2:
             raise ValueError(f"{name} must be 2-D (users x items), got {X.ndim}-D sparse input")
+        if np.iscomplexobj(X.data):
+            raise ValueError(f"Complex data not supported: {name} has dtype {X.dtype}")
         csr = sp.csr_matrix(X, dtype=np.float64, copy=True)
     else:
         try:
             arr = np.asarray(X)
         except Exception as exc:  # ragged lists and the like
             raise ValueError(f"{name} could not be read as a 2-D array: {exc}") from exc
-        if arr.dtype == object:
-            raise ValueError(f"{name} has object dtype; expected numbers (users x items)")
+        if np.iscomplexobj(arr):
+            raise ValueError(f"Complex data not supported: {name} has dtype {arr.dtype}")
         if arr.ndim != 2:
             raise ValueError(
-                f"{name} must be 2-D (users x items), got an array of shape {arr.shape}; "
-                "reshape a single user's history with X.reshape(1, -1)"
+                f"{name} must be 2-D (users x items), got an array of shape {arr.shape}. "
+                "Reshape your data: a single user's history is X.reshape(1, -1)"
             )
-        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise ValueError(f"{name} has dtype {arr.dtype}; expected numbers")
+        if arr.dtype.kind in "USV":
+            raise ValueError(f"{name} has dtype {arr.dtype}; expected numbers (users x items)")
+        # object arrays of numbers convert; anything else raises float()'s TypeError
         arr = arr.astype(np.float64, copy=False)
         _check_values(arr, name, dense=True)
         csr = sp.csr_matrix(arr)
     n_rows, n_cols = csr.shape
     if n_rows == 0 or n_cols == 0:
         raise ValueError(
-            f"{name} is empty: shape {csr.shape} (need at least one user and one item)"
+            f"{name} is empty: shape {csr.shape} (need at least one user and one item; "
+            f"found {n_cols} feature(s) (shape={csr.shape}) while a minimum of 1 is required)"
         )
     if n_items is not None and n_cols != n_items:
         who = estimator_name or "the model"
@@ -149,7 +153,7 @@ def _check_values(arr: np.ndarray, name: str, dense: bool) -> None:
         r, c = np.nonzero(bad)
         raise ValueError(
             f"{name} contains a negative value ({arr[r[0], c[0]]}) at {_first_position(r, c)}; "
-            "interaction strengths must be >= 0"
+            "interaction strengths must be >= 0 (Negative values in data)"
         )
 
 
@@ -164,7 +168,7 @@ def _check_sparse_values(csr: sp.csr_matrix, name: str) -> None:
             if what == "neg":
                 raise ValueError(
                     f"{name} contains a negative value ({data[pos]}) at (row {row}, column "
-                    f"{col}); interaction strengths must be >= 0"
+                    f"{col}); interaction strengths must be >= 0 (Negative values in data)"
                 )
             raise ValueError(
                 f"{name} contains {what} at (row {row}, column {col}) ({int(bad.sum())} in all)"

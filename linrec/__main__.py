@@ -1,0 +1,5 @@
+import sys
+
+from linrec.cli import main
+
+sys.exit(main())
