@@ -40,6 +40,8 @@ ADAM, ADAGRAD, SGD = 0, 1, 2
 UNIFORM, POPULARITY = 0, 1
 
 _NORM_FLOOR = 1e-12
+# Reassociation and contraction only (no "nnan"/"ninf": the guards on norms stay intact).
+_FASTMATH = {"reassoc", "contract", "nsz"}
 
 
 # --------------------------------------------------------------------------- random numbers
@@ -232,30 +234,35 @@ def _pair_forward_backward(
     inv_q,
     acc,
 ):
-    """Loss of the pair (user row u, targets) and gradients (times ``scale``) into ``grad``."""
+    """Loss of the pair (user row u, targets) and gradients (times ``scale``) into ``grad``.
+
+    Inlined into its callers, which are compiled with reassociation allowed so that the
+    d-length loops vectorise; the loss itself (:func:`loss_grad`) is compiled without it.
+    Accumulators take the dtype of ``W`` (float32 training runs in float32 SIMD lanes).
+    """
     d = W.shape[1]
     length = 1 + n_extra + n_neg
+    p = W[u]
     inv_p = 1.0
     if cosine:
-        pp = 0.0
-        for k in range(d):
-            pp += W[u, k] * W[u, k]
+        pp = p[0] * p[0]
+        for k in range(1, d):
+            pp += p[k] * p[k]
         inv_p = 1.0 / max(np.sqrt(pp), _NORM_FLOOR)
     for a in range(length):
-        row = n_users + targets[a]
-        dot = 0.0
-        qq = 0.0
-        for k in range(d):
-            dot += W[u, k] * W[row, k]
-            qq += W[row, k] * W[row, k]
+        q = W[n_users + targets[a]]
+        dot = p[0] * q[0]
+        qq = q[0] * q[0]
+        for k in range(1, d):
+            dot += p[k] * q[k]
+            qq += q[k] * q[k]
         if cosine:
             inv_q[a] = 1.0 / max(np.sqrt(qq), _NORM_FLOOR)
             y[a] = dot * inv_p * inv_q[a]
         else:
             y[a] = dot
     loss = loss_grad(code, y, n_extra, n_neg, tau, params, g)
-    for k in range(d):
-        acc[k] = 0.0
+    acc[:] = 0.0
     sum_gy = 0.0
     for a in range(length):
         row = n_users + targets[a]
@@ -264,34 +271,40 @@ def _pair_forward_backward(
         ga = g[a] * scale
         if ga == 0.0:
             continue
+        q = W[row]
+        gq = grad[row]
         if cosine:
             # dy/dp = (q^ - y p^)/|p|,  dy/dq = (p^ - y q^)/|q|
-            cq = ga * inv_q[a]
+            cq = W.dtype.type(ga * inv_q[a])
             sum_gy += ga * y[a]
             for k in range(d):
-                acc[k] += cq * W[row, k]
+                acc[k] += cq * q[k]
             if update_items:
-                cp_item = cq * inv_p
-                cq_item = cq * y[a] * inv_q[a]
+                cp_item = W.dtype.type(ga * inv_q[a] * inv_p)
+                cq_item = W.dtype.type(ga * y[a] * inv_q[a] * inv_q[a])
                 for k in range(d):
-                    grad[row, k] += cp_item * W[u, k] - cq_item * W[row, k]
+                    gq[k] += cp_item * p[k] - cq_item * q[k]
         else:
+            ga_t = W.dtype.type(ga)
             for k in range(d):
-                acc[k] += ga * W[row, k]
+                acc[k] += ga_t * q[k]
             if update_items:
                 for k in range(d):
-                    grad[row, k] += ga * W[u, k]
+                    gq[k] += ga_t * p[k]
     count = _touch(u, flags, touched, count)
+    gp = grad[u]
     if cosine:
+        c_acc = W.dtype.type(inv_p)
+        c_p = W.dtype.type(sum_gy * inv_p * inv_p)
         for k in range(d):
-            grad[u, k] += inv_p * (acc[k] - sum_gy * W[u, k] * inv_p)
+            gp[k] += c_acc * acc[k] - c_p * p[k]
     else:
         for k in range(d):
-            grad[u, k] += acc[k]
+            gp[k] += acc[k]
     return loss, count
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=_FASTMATH)
 def pairs_loss_and_grad(W, users, targets, tau, n_users, code, params, cosine, n_extra, n_neg):
     """Summed loss of explicit pairs and its exact gradient w.r.t. ``W`` (float64, serial).
 
@@ -306,7 +319,7 @@ def pairs_loss_and_grad(W, users, targets, tau, n_users, code, params, cosine, n
     y = np.empty(length)
     g = np.empty(length)
     inv_q = np.empty(length)
-    acc = np.empty(d)
+    acc = np.empty(d, W.dtype)
     total = 0.0
     for b in range(users.shape[0]):
         loss, _ = _pair_forward_backward(
@@ -338,8 +351,28 @@ def pairs_loss_and_grad(W, users, targets, tau, n_users, code, params, cosine, n
 
 # --------------------------------------------------------------------------- training
 @njit(inline="always")
+def _sample_negative(state, n_items, sampler, pop_items):
+    state, r = _next(state)
+    if sampler == UNIFORM:
+        return state, _bounded(r, n_items)
+    return state, pop_items[_bounded(r, pop_items.shape[0])]
+
+
+@njit(inline="always")
 def _sample_targets(
-    state, item, u, indptr, indices, n_items, n_extra, n_neg, sampler, pop_items, targets
+    state,
+    item,
+    u,
+    indptr,
+    indices,
+    n_items,
+    n_extra,
+    n_neg,
+    sampler,
+    pop_items,
+    shared_negatives,
+    share,
+    targets,
 ):
     targets[0] = item
     start = indptr[u]
@@ -349,15 +382,14 @@ def _sample_targets(
         targets[1 + a] = indices[start + _bounded(r, n_u)]
     e0 = 1 + n_extra
     for a in range(n_neg):
-        state, r = _next(state)
-        if sampler == UNIFORM:
-            targets[e0 + a] = _bounded(r, n_items)
+        if share:
+            targets[e0 + a] = shared_negatives[a]
         else:
-            targets[e0 + a] = pop_items[_bounded(r, pop_items.shape[0])]
+            state, targets[e0 + a] = _sample_negative(state, n_items, sampler, pop_items)
     return state
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def train_epoch(
     W,
     moment1,
@@ -376,6 +408,7 @@ def train_epoch(
     n_neg,
     sampler,
     pop_items,
+    share_negatives,
     batch_size,
     n_threads,
     seed,
@@ -399,6 +432,10 @@ def train_epoch(
     ``grad`` (n_threads, n_rows, d) must be zero on entry and is zero on exit; ``flags``
     (n_threads, n_rows) likewise; ``touched`` (n_threads, n_rows) and ``stamp`` (n_rows,) are
     scratch. Only rows below ``update_limit`` are updated (fold-in freezes the items).
+    With ``share_negatives`` one set of N negatives is drawn per batch (from the stream keyed
+    by position ``n_pairs + batch``, which no pair uses) and used by every pair of the batch:
+    each pair still sees N independent draws from the sampler, and the N rows stay in cache
+    for the whole batch.
     Returns (sum of pair losses, optimiser step count after the epoch).
     """
     n_rows, d = W.shape
@@ -408,11 +445,17 @@ def train_epoch(
     counts = np.zeros(n_threads, np.int64)
     thread_loss = np.zeros(n_threads)
     union = np.empty(n_rows, np.int64)
+    shared = np.empty(n_neg, np.int64)
     total_loss = 0.0
     for batch in range(n_batches):
         lo = batch * batch_size
         hi = min(n_pairs, lo + batch_size)
         scale = 1.0 / (hi - lo)
+        if share_negatives:
+            # a stream no pair uses: pair positions are >= 0, this key is n_pairs + batch
+            state = _pair_state(seed, epoch, n_pairs + batch)
+            for a in range(n_neg):
+                state, shared[a] = _sample_negative(state, n_items, sampler, pop_items)
         for t in prange(n_threads):
             t_lo = lo + ((hi - lo) * t) // n_threads
             t_hi = lo + ((hi - lo) * (t + 1)) // n_threads
@@ -420,7 +463,7 @@ def train_epoch(
             y = np.empty(length)
             g = np.empty(length)
             inv_q = np.empty(length)
-            acc = np.empty(d)
+            acc = np.empty(d, W.dtype)
             count = 0
             loss_sum = 0.0
             for position in range(t_lo, t_hi):
@@ -438,6 +481,8 @@ def train_epoch(
                     n_neg,
                     sampler,
                     pop_items,
+                    shared,
+                    share_negatives,
                     targets,
                 )
                 loss, count = _pair_forward_backward(
@@ -518,3 +563,153 @@ def normalize_rows(A):
         for k in range(A.shape[1]):
             out[r, k] = A[r, k] * inv
     return out
+
+
+# --------------------------------------------------------------------------- fold-in
+@njit(inline="always")
+def _row_update(
+    W, row, gvec, moment1, moment2, optimizer, learning_rate, l2, beta1, beta2, opt_eps, step
+):
+    bias1 = 1.0 - beta1**step
+    bias2 = 1.0 - beta2**step
+    for k in range(W.shape[1]):
+        gk = gvec[k] + l2 * W[row, k]
+        if optimizer == ADAM:
+            m = beta1 * moment1[k] + (1.0 - beta1) * gk
+            v = beta2 * moment2[k] + (1.0 - beta2) * gk * gk
+            moment1[k] = m
+            moment2[k] = v
+            W[row, k] -= learning_rate * (m / bias1) / (np.sqrt(v / bias2) + opt_eps)
+        elif optimizer == ADAGRAD:
+            v = moment2[k] + gk * gk
+            moment2[k] = v
+            W[row, k] -= learning_rate * gk / (np.sqrt(v) + opt_eps)
+        else:
+            W[row, k] -= learning_rate * gk
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def fold_in(
+    W,
+    n_new,
+    indptr,
+    indices,
+    tau,
+    code,
+    params,
+    cosine,
+    n_extra,
+    n_neg,
+    sampler,
+    pop_items,
+    seed,
+    n_epochs,
+    init_std,
+    optimizer,
+    learning_rate,
+    l2,
+    beta1,
+    beta2,
+    opt_eps,
+):
+    """Fit the first ``n_new`` rows of ``W`` (new users) with the item rows frozen.
+
+    Each user is optimised on its own: its initial vector and all its samples come from a
+    generator keyed by ``seed`` and the user's item ids, and it takes one optimiser step per
+    positive (batch of one pair, fresh negatives). A user's result therefore depends only on
+    its own history, not on which other users are folded in with it or on the thread count.
+    """
+    d = W.shape[1]
+    length = 1 + n_extra + n_neg
+    grad = np.zeros((n_new, d), W.dtype)
+    # each user writes only its own entries of these shared arrays
+    flags = np.zeros(n_new, np.uint8)
+    for u in prange(n_new):
+        start = indptr[u]
+        n_u = indptr[u + 1] - start
+        key = _mix(np.uint64(seed) ^ np.uint64(0x632BE59BD9B4E019))
+        for a in range(n_u):
+            key = _mix(key ^ (np.uint64(indices[start + a]) + np.uint64(0x9E3779B97F4A7C15)))
+        state = key
+        for k in range(0, d, 2):
+            # Box-Muller: two normals from two uniforms in (0, 1]
+            state, r1 = _next(state)
+            state, r2 = _next(state)
+            u1 = (np.float64(r1 >> np.uint64(11)) + 1.0) / 9007199254740992.0
+            u2 = np.float64(r2 >> np.uint64(11)) / 9007199254740992.0
+            radius = np.sqrt(-2.0 * np.log(u1)) * init_std
+            W[u, k] = radius * np.cos(2.0 * np.pi * u2)
+            if k + 1 < d:
+                W[u, k + 1] = radius * np.sin(2.0 * np.pi * u2)
+        if n_u == 0:
+            continue
+        targets = np.empty(length, np.int64)
+        y = np.empty(length)
+        g = np.empty(length)
+        inv_q = np.empty(length)
+        acc = np.empty(d, W.dtype)
+        touched = np.empty(1, np.int64)
+        moment1 = np.zeros(d)
+        moment2 = np.zeros(d)
+        dummy = np.empty(0, np.int64)
+        step = 0
+        for epoch in range(n_epochs):
+            state, r = _next(key ^ np.uint64(epoch + 1))
+            offset = _bounded(r, n_u)
+            for a in range(n_u):
+                pair = start + (offset + a) % n_u
+                state = _pair_state(key, epoch, a)
+                state = _sample_targets(
+                    state,
+                    indices[pair],
+                    u,
+                    indptr,
+                    indices,
+                    W.shape[0] - n_new,
+                    n_extra,
+                    n_neg,
+                    sampler,
+                    pop_items,
+                    dummy,
+                    False,
+                    targets,
+                )
+                grad[u, :] = 0.0
+                _pair_forward_backward(
+                    W,
+                    u,
+                    targets,
+                    n_new,
+                    tau[u],
+                    code,
+                    params,
+                    cosine,
+                    n_extra,
+                    n_neg,
+                    1.0,
+                    False,
+                    grad,
+                    flags,
+                    touched,
+                    0,
+                    y,
+                    g,
+                    inv_q,
+                    acc,
+                )
+                step += 1
+                _row_update(
+                    W,
+                    u,
+                    grad[u],
+                    moment1,
+                    moment2,
+                    optimizer,
+                    learning_rate,
+                    l2,
+                    beta1,
+                    beta2,
+                    opt_eps,
+                    step,
+                )
+    return W
