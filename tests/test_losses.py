@@ -87,11 +87,14 @@ def _scores_numpy(W, n_users, u, items, cosine):
     return s
 
 
+@pytest.mark.parametrize("share", [False, True], ids=["pair", "shared"])
 @pytest.mark.parametrize("cosine", [False, True], ids=["dot", "cosine"])
 @pytest.mark.parametrize("name", NAMES)
-def test_embedding_gradient(name, cosine, rng):
+def test_embedding_gradient(name, cosine, share, rng):
     n_users, n_extra, n_neg = 4, 3, 5
     W, users, targets, tau = _random_problem(rng, n_users=n_users)
+    if share:  # every pair scores the same negatives (the batch-shared sampler)
+        targets[:, 1 + n_extra :] = targets[0, 1 + n_extra :]
     spec = get_loss(name)
     params = dict(PARAMS, margin=0.1 if cosine else 0.2)
     parr = _param_array(params)
@@ -104,7 +107,7 @@ def test_embedding_gradient(name, cosine, rng):
         return out
 
     value, grad = sgd.pairs_loss_and_grad(
-        W, users, targets, tau, n_users, spec.code, parr, cosine, n_extra, n_neg
+        W, users, targets, tau, n_users, spec.code, parr, cosine, n_extra, n_neg, share
     )
     np.testing.assert_allclose(value, total(W), rtol=1e-12)
     h = 1e-6

@@ -103,17 +103,21 @@ def loss_grad(code, y, n_extra, n_neg, tau, params, g):
             gpos -= sig
         g[0] = gpos
     elif code == INFONCE:
-        s0 = y0 / t
+        inv_t = 1.0 / t
+        s0 = y0 * inv_t
         mx = s0
         for a in range(e0, length):
-            mx = max(mx, y[a] / t)
-        z = np.exp(s0 - mx)
+            mx = max(mx, y[a] * inv_t)
+        e_pos = np.exp(s0 - mx)
+        z = e_pos
         for a in range(e0, length):
-            z += np.exp(y[a] / t - mx)
+            g[a] = np.exp(y[a] * inv_t - mx)
+            z += g[a]
         loss = -s0 + mx + np.log(z)
-        g[0] = (np.exp(s0 - mx) / z - 1.0) / t
+        c = inv_t / z
+        g[0] = (e_pos / z - 1.0) * inv_t
         for a in range(e0, length):
-            g[a] = np.exp(y[a] / t - mx) / z / t
+            g[a] *= c
     elif code == DEBIASED_INFONCE:
         s0 = y0 / t
         mx = max(s0, -1.0 / t)
@@ -142,33 +146,29 @@ def loss_grad(code, y, n_extra, n_neg, tau, params, g):
             cext = -n_neg * tau / (z * (1.0 - tau) * n_extra * t)
             for a in range(1, e0):
                 g[a] = cext * np.exp(y[a] / t - mx)
-    elif code == MINE or code == MINE_PLUS:
+    elif code == MINE or code == MINE_PLUS or code == INFONCE_PLUS:
+        # -s+ + bal * log(eps e^{s+} + sum_j e^{s_j}) (- bal log N for MINE/MINE+)
+        inv_t = 1.0 / t
         bal = 1.0 if code == MINE else lam
-        mx = y[e0] / t
+        eps_pos = eps if code == INFONCE_PLUS else 0.0
+        s0 = y0 * inv_t
+        mx = y[e0] * inv_t
         for a in range(e0, length):
-            mx = max(mx, y[a] / t)
-        z = 0.0
-        for a in range(e0, length):
-            z += np.exp(y[a] / t - mx)
-        loss = -y0 / t + bal * (mx + np.log(z) - np.log(n_neg))
-        g[0] = -1.0 / t
-        for a in range(e0, length):
-            g[a] = bal * np.exp(y[a] / t - mx) / z / t
-    elif code == INFONCE_PLUS:
-        s0 = y0 / t
-        mx = y[e0] / t
-        for a in range(e0, length):
-            mx = max(mx, y[a] / t)
-        if eps > 0.0:
+            mx = max(mx, y[a] * inv_t)
+        if eps_pos > 0.0:
             mx = max(mx, s0)
-        e_pos = eps * np.exp(s0 - mx)
+        e_pos = eps_pos * np.exp(s0 - mx)
         z = e_pos
         for a in range(e0, length):
-            z += np.exp(y[a] / t - mx)
-        loss = -s0 + lam * (mx + np.log(z))
-        g[0] = (lam * e_pos / z - 1.0) / t
+            g[a] = np.exp(y[a] * inv_t - mx)
+            z += g[a]
+        loss = -s0 + bal * (mx + np.log(z))
+        if code != INFONCE_PLUS:
+            loss -= bal * np.log(n_neg)
+        g[0] = (bal * e_pos / z - 1.0) * inv_t
+        c = bal * inv_t / z
         for a in range(e0, length):
-            g[a] = lam * np.exp(y[a] / t - mx) / z / t
+            g[a] *= c
     elif code == CCL or code == DEBIASED_CCL:
         wpos = 1.0 if code == CCL else tau
         if y0 < 1.0:
@@ -233,8 +233,19 @@ def _pair_forward_backward(
     g,
     inv_q,
     acc,
+    share,
+    shared_q,
+    shared_dq,
+    shared_buf,
 ):
     """Loss of the pair (user row u, targets) and gradients (times ``scale``) into ``grad``.
+
+    Targets are ``[i+, k_1..k_M, j_1..j_N]``. Without ``share`` every target is read from its
+    row of ``W``. With ``share`` the N negatives are the batch's shared ones: their vectors
+    (unit-normalised for cosine scores) are the columns of ``shared_q`` (d x N), contiguous
+    and in cache, and their gradients with respect to those columns accumulate in
+    ``shared_dq`` (d x N; turned into row gradients once per batch by
+    :func:`_finish_shared`). ``shared_buf`` is (2, N) scratch of the dtype of ``W``.
 
     Inlined into its callers, which are compiled with reassociation allowed so that the
     d-length loops vectorise; the loss itself (:func:`loss_grad`) is compiled without it.
@@ -242,6 +253,7 @@ def _pair_forward_backward(
     """
     d = W.shape[1]
     length = 1 + n_extra + n_neg
+    n_row_targets = 1 + n_extra if share else length
     p = W[u]
     inv_p = 1.0
     if cosine:
@@ -249,7 +261,7 @@ def _pair_forward_backward(
         for k in range(1, d):
             pp += p[k] * p[k]
         inv_p = 1.0 / max(np.sqrt(pp), _NORM_FLOOR)
-    for a in range(length):
+    for a in range(n_row_targets):
         q = W[n_users + targets[a]]
         dot = p[0] * q[0]
         qq = q[0] * q[0]
@@ -261,10 +273,23 @@ def _pair_forward_backward(
             y[a] = dot * inv_p * inv_q[a]
         else:
             y[a] = dot
+    e0 = 1 + n_extra
+    if share:
+        # matrix-vector product with the transposed block: the inner loop runs over the N
+        # negatives, contiguous, without horizontal reductions
+        sy = shared_buf[0]
+        sy[:] = 0.0
+        for k in range(d):
+            pk = p[k]
+            qk = shared_q[k]
+            for j in range(n_neg):
+                sy[j] += pk * qk[j]
+        for j in range(n_neg):
+            y[e0 + j] = sy[j] * inv_p
     loss = loss_grad(code, y, n_extra, n_neg, tau, params, g)
     acc[:] = 0.0
     sum_gy = 0.0
-    for a in range(length):
+    for a in range(n_row_targets):
         row = n_users + targets[a]
         if update_items:
             count = _touch(row, flags, touched, count)
@@ -291,6 +316,23 @@ def _pair_forward_backward(
             if update_items:
                 for k in range(d):
                     gq[k] += ga_t * p[k]
+    if share:
+        # shared_q holds q (dot) or q^ (cosine), transposed: dL/dq^_j = g_j p^
+        gs = shared_buf[1]
+        for j in range(n_neg):
+            ga = g[e0 + j] * scale
+            gs[j] = ga
+            sum_gy += ga * y[e0 + j]
+        for k in range(d):
+            qk = shared_q[k]
+            dqk = shared_dq[k]
+            a_k = qk[0] * gs[0]
+            for j in range(1, n_neg):
+                a_k += qk[j] * gs[j]
+            acc[k] += a_k
+            pk = W.dtype.type(p[k] * inv_p)
+            for j in range(n_neg):
+                dqk[j] += pk * gs[j]
     count = _touch(u, flags, touched, count)
     gp = grad[u]
     if cosine:
@@ -304,25 +346,79 @@ def _pair_forward_backward(
     return loss, count
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def pairs_loss_and_grad(W, users, targets, tau, n_users, code, params, cosine, n_extra, n_neg):
-    """Summed loss of explicit pairs and its exact gradient w.r.t. ``W`` (float64, serial).
+@njit(inline="always")
+def _gather_shared(W, n_users, shared, cosine, shared_q, inv_qs):
+    """Copy the shared negatives' rows into the columns of ``shared_q`` (d x N), unit-normalised
+    for cosine scores."""
+    d = W.shape[1]
+    for j in range(shared.shape[0]):
+        q = W[n_users + shared[j]]
+        qq = 0.0
+        for k in range(d):
+            qq += q[k] * q[k]
+        inv_qs[j] = 1.0 / max(np.sqrt(qq), _NORM_FLOOR) if cosine else 1.0
+        for k in range(d):
+            shared_q[k, j] = q[k] * inv_qs[j]
 
-    ``users`` (B,), ``targets`` (B, 1 + M + N) item ids, ``tau`` (B,). Used by the tests and
-    by nothing else: the training kernel runs the same per-pair code.
+
+@njit(inline="always")
+def _finish_shared(
+    n_users, shared, cosine, shared_q, inv_qs, shared_dq, grad, flags, touched, count
+):
+    """Add the shared negatives' gradients to their rows of ``grad`` and reset ``shared_dq``.
+
+    Cosine: dL/dq = (dL/dq^ - (dL/dq^ . q^) q^) / |q|.
+    """
+    d = shared_q.shape[0]
+    for j in range(shared.shape[0]):
+        row = n_users + shared[j]
+        count = _touch(row, flags, touched, count)
+        gq = grad[row]
+        if cosine:
+            proj = 0.0
+            for k in range(d):
+                proj += shared_dq[k, j] * shared_q[k, j]
+            c = inv_qs[j]
+            for k in range(d):
+                gq[k] += c * (shared_dq[k, j] - proj * shared_q[k, j])
+        else:
+            for k in range(d):
+                gq[k] += shared_dq[k, j]
+        for k in range(d):
+            shared_dq[k, j] = 0.0
+    return count
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def pairs_loss_and_grad(
+    W, users, targets, tau, n_users, code, params, cosine, n_extra, n_neg, share
+):
+    """Summed loss of explicit pairs and its exact gradient w.r.t. ``W`` (serial).
+
+    ``users`` (B,), ``targets`` (B, 1 + M + N) item ids, ``tau`` (B,). With ``share`` the
+    negatives of the first row are used as the shared negatives of every pair. Used by the
+    tests: the training kernel runs the same per-pair code.
     """
     n_rows, d = W.shape
     length = 1 + n_extra + n_neg
-    grad = np.zeros((n_rows, d))
+    grad = np.zeros((n_rows, d), W.dtype)
     flags = np.zeros(n_rows, np.uint8)
     touched = np.empty(n_rows, np.int64)
     y = np.empty(length)
     g = np.empty(length)
     inv_q = np.empty(length)
     acc = np.empty(d, W.dtype)
+    shared = targets[0, 1 + n_extra :].copy()
+    shared_q = np.empty((d, n_neg), W.dtype)
+    shared_dq = np.zeros((d, n_neg), W.dtype)
+    shared_buf = np.empty((2, n_neg), W.dtype)
+    inv_qs = np.empty(n_neg)
+    if share:
+        _gather_shared(W, n_users, shared, cosine, shared_q, inv_qs)
     total = 0.0
+    count = 0
     for b in range(users.shape[0]):
-        loss, _ = _pair_forward_backward(
+        loss, count = _pair_forward_backward(
             W,
             users[b],
             targets[b],
@@ -338,14 +434,21 @@ def pairs_loss_and_grad(W, users, targets, tau, n_users, code, params, cosine, n
             grad,
             flags,
             touched,
-            0,
+            count,
             y,
             g,
             inv_q,
             acc,
+            share,
+            shared_q,
+            shared_dq,
+            shared_buf,
         )
-        flags[:] = 0
         total += loss
+    if share:
+        _finish_shared(
+            n_users, shared, cosine, shared_q, inv_qs, shared_dq, grad, flags, touched, count
+        )
     return total, grad
 
 
@@ -446,6 +549,8 @@ def train_epoch(
     thread_loss = np.zeros(n_threads)
     union = np.empty(n_rows, np.int64)
     shared = np.empty(n_neg, np.int64)
+    shared_q = np.empty((d, n_neg if share_negatives else 0), W.dtype)
+    inv_qs = np.empty(n_neg)
     total_loss = 0.0
     for batch in range(n_batches):
         lo = batch * batch_size
@@ -456,6 +561,7 @@ def train_epoch(
             state = _pair_state(seed, epoch, n_pairs + batch)
             for a in range(n_neg):
                 state, shared[a] = _sample_negative(state, n_items, sampler, pop_items)
+            _gather_shared(W, n_users, shared, cosine, shared_q, inv_qs)
         for t in prange(n_threads):
             t_lo = lo + ((hi - lo) * t) // n_threads
             t_hi = lo + ((hi - lo) * (t + 1)) // n_threads
@@ -464,6 +570,8 @@ def train_epoch(
             g = np.empty(length)
             inv_q = np.empty(length)
             acc = np.empty(d, W.dtype)
+            shared_dq = np.zeros(shared_q.shape, W.dtype)
+            shared_buf = np.empty((2, shared_q.shape[1]), W.dtype)
             count = 0
             loss_sum = 0.0
             for position in range(t_lo, t_hi):
@@ -506,8 +614,25 @@ def train_epoch(
                     g,
                     inv_q,
                     acc,
+                    share_negatives,
+                    shared_q,
+                    shared_dq,
+                    shared_buf,
                 )
                 loss_sum += loss
+            if share_negatives and update_items:
+                count = _finish_shared(
+                    n_users,
+                    shared,
+                    cosine,
+                    shared_q,
+                    inv_qs,
+                    shared_dq,
+                    grad[t],
+                    flags[t],
+                    touched[t],
+                    count,
+                )
             counts[t] = count
             thread_loss[t] = loss_sum
         # Union of touched rows, built serially; thread losses summed in thread order.
@@ -652,6 +777,7 @@ def fold_in(
         moment1 = np.zeros(d)
         moment2 = np.zeros(d)
         dummy = np.empty(0, np.int64)
+        empty_q = np.empty((d, 0), W.dtype)
         step = 0
         for epoch in range(n_epochs):
             state, r = _next(key ^ np.uint64(epoch + 1))
@@ -696,6 +822,10 @@ def fold_in(
                     g,
                     inv_q,
                     acc,
+                    False,
+                    empty_q,
+                    empty_q,
+                    empty_q,
                 )
                 step += 1
                 _row_update(
