@@ -84,12 +84,17 @@ DEFAULTS = {
     "infonce_plus": {"n_negatives": 256, "temperature": 0.1, "balance": 1.1},
     "ccl": {"n_negatives": 800, "margin": 0.9, "negative_weight": 150.0},
     "debiased_ccl": {
-        "n_negatives": 800, "margin": 0.9, "negative_weight": 0.15, "prior_inflation": 1.25,
+        "n_negatives": 800,
+        "margin": 0.9,
+        "negative_weight": 0.15,
+        "prior_inflation": 1.25,
     },
     "mse": {"n_negatives": 256, "negative_weight": 1.0},
     "debiased_mse": {"n_negatives": 256, "negative_weight": 1.0, "prior_inflation": 1.25},
     "debiased_mse_pu": {
-        "n_negatives": 256, "negative_weight": 1e-3, "prior_inflation": 1.25,
+        "n_negatives": 256,
+        "negative_weight": 1e-3,
+        "prior_inflation": 1.25,
     },
 }
 FAMILY_AXIS = {
@@ -205,18 +210,24 @@ def run_dataset(name, train, test, args, log, on_result=lambda results: None):
             for point in points:
                 params = {**base, **point}
                 model = MF(
-                    loss, n_epochs=args.epochs, random_state=args.seed, n_jobs=args.n_jobs,
-                    early_stopping_patience=3, **params,
+                    loss,
+                    n_epochs=args.epochs,
+                    random_state=args.seed,
+                    n_jobs=args.n_jobs,
+                    early_stopping_patience=3,
+                    **params,
                 ).fit(sub, validation_data=val)
                 score = max(model.validation_scores_)
-                tuning.append({"params": point, "val_recall": score,
-                               "curve": model.validation_scores_})
-                log(f"  {name} {loss} {point}: val Recall@20 {score:.4f} "
-                    f"(best epoch {model.best_epoch_ + 1})")
+                tuning.append(
+                    {"params": point, "val_recall": score, "curve": model.validation_scores_}
+                )
+                log(
+                    f"  {name} {loss} {point}: val Recall@20 {score:.4f} "
+                    f"(best epoch {model.best_epoch_ + 1})"
+                )
                 if score > best:
                     best, chosen, best_epochs = score, params, model.best_epoch_ + 1
-        model = MF(loss, n_epochs=best_epochs, random_state=args.seed, n_jobs=args.n_jobs,
-                   **chosen)
+        model = MF(loss, n_epochs=best_epochs, random_state=args.seed, n_jobs=args.n_jobs, **chosen)
         model.fit(train, validation_data=test)
         recall, ndcg = per_user_metrics(model, train, test)
         results[loss] = {
@@ -231,9 +242,11 @@ def run_dataset(name, train, test, args, log, on_result=lambda results: None):
             "tuning": tuning,
             "per_user_recall": recall,
         }
-        log(f"{name} {loss}: Recall@20 {results[loss]['recall'][0]:.4f} "
+        log(
+            f"{name} {loss}: Recall@20 {results[loss]['recall'][0]:.4f} "
             f"NDCG@20 {results[loss]['ndcg'][0]:.4f} ({best_epochs} epochs, "
-            f"{results[loss]['seconds_per_epoch']:.1f} s/epoch)")
+            f"{results[loss]['seconds_per_epoch']:.1f} s/epoch)"
+        )
         on_result(results)
     return results
 
@@ -241,27 +254,39 @@ def run_dataset(name, train, test, args, log, on_result=lambda results: None):
 def markdown(all_results, args) -> str:
     lines = [f"# MF loss comparison (d = 64; grid `{args.grid}`, up to {args.epochs} epochs)", ""]
     for name, results in all_results.items():
-        lines += [f"## {name}", "",
-                  "| loss | Recall@20 (95% CI) | NDCG@20 (95% CI) | epochs | s/epoch | settings |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"## {name}",
+            "",
+            "| loss | Recall@20 (95% CI) | NDCG@20 (95% CI) | epochs | s/epoch | settings |",
+            "|---|---|---|---|---|---|",
+        ]
         for loss, r in results.items():
-            settings = ", ".join(f"{k}={v}" for k, v in r["params"].items() if k not in COMMON
-                                 or k == "learning_rate")
+            settings = ", ".join(
+                f"{k}={v}"
+                for k, v in r["params"].items()
+                if k not in COMMON or k == "learning_rate"
+            )
             lines.append(
                 f"| {loss} | {r['recall'][0]:.4f} ± {r['recall'][1]:.4f} | "
                 f"{r['ndcg'][0]:.4f} ± {r['ndcg'][1]:.4f} | {r['epochs']} | "
                 f"{r['seconds_per_epoch']:.1f} | {settings} |"
             )
-        lines += ["", "Relative gains (Recall@20; paired 95% CI over users):", "",
-                  "| comparison | gain | paired difference (95% CI) |", "|---|---|---|"]
+        lines += [
+            "",
+            "Relative gains (Recall@20; paired 95% CI over users):",
+            "",
+            "| comparison | gain | paired difference (95% CI) |",
+            "|---|---|---|",
+        ]
         for better, worse in GAINS:
             if better in results and worse in results:
                 a, b = results[better], results[worse]
                 diff = a["per_user_recall"] - b["per_user_recall"]
                 d_mean, d_ci = mean_ci(diff)
                 gain = a["recall"][0] / b["recall"][0] - 1.0
-                lines.append(f"| {better} vs {worse} | {100 * gain:+.1f}% | "
-                             f"{d_mean:+.4f} ± {d_ci:.4f} |")
+                lines.append(
+                    f"| {better} vs {worse} | {100 * gain:+.1f}% | {d_mean:+.4f} ± {d_ci:.4f} |"
+                )
         lines.append("")
     return "\n".join(lines)
 
@@ -272,12 +297,16 @@ def plot_curves(all_results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(all_results), figsize=(7 * len(all_results), 5),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(all_results), figsize=(7 * len(all_results), 5), squeeze=False)
     for ax, (name, results) in zip(axes[0], all_results.items()):
         for loss, r in results.items():
-            ax.plot(np.arange(1, len(r["test_curve"]) + 1), r["test_curve"], label=loss,
-                    marker="o", markersize=3)
+            ax.plot(
+                np.arange(1, len(r["test_curve"]) + 1),
+                r["test_curve"],
+                label=loss,
+                marker="o",
+                markersize=3,
+            )
         ax.set_title(f"{name}: test Recall@20 per epoch")
         ax.set_xlabel("epoch")
         ax.set_ylabel("Recall@20")
@@ -290,8 +319,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", nargs="*", default=[], help="LightGCN-format folders")
     parser.add_argument("--losses", nargs="*", default=ALL_LOSSES, choices=ALL_LOSSES)
-    parser.add_argument("--grid", choices=["none", "small", "full"], default=None,
-                        help="default: small on synthetic data, none on real data")
+    parser.add_argument(
+        "--grid",
+        choices=["none", "small", "full"],
+        default=None,
+        help="default: small on synthetic data, none on real data",
+    )
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--validation-share", type=float, default=0.1)
     parser.add_argument("--n-jobs", type=int, default=None)
@@ -323,15 +356,19 @@ def main(argv=None):
             datasets[Path(folder).name] = load_lightgcn(folder)
     all_results = {}
     for name, (train, test) in datasets.items():
-        log(f"{name}: {train.shape[0]} users, {train.shape[1]} items, {train.nnz} train, "
-            f"{test.nnz} test")
+        log(
+            f"{name}: {train.shape[0]} users, {train.shape[1]} items, {train.nnz} train, "
+            f"{test.nnz} test"
+        )
 
         def save(results, name=name):
             all_results[name] = results
             (out / "results.md").write_text(markdown(all_results, args))
             serialisable = {
-                n: {loss: {k: v for k, v in r.items() if k != "per_user_recall"}
-                    for loss, r in res.items()}
+                n: {
+                    loss: {k: v for k, v in r.items() if k != "per_user_recall"}
+                    for loss, r in res.items()
+                }
                 for n, res in all_results.items()
             }
             (out / "results.json").write_text(json.dumps(serialisable, indent=1))
