@@ -13,9 +13,8 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from linrec._base import BaseRecommender, batch_rows
+from linrec._base import BaseRecommender
 from linrec._kernels import sgd
-from linrec._kernels.topk import topk_rows
 from linrec._threading import blas_threads, numba_threads
 from linrec._validation import (
     check_interactions,
@@ -562,18 +561,18 @@ def _validation_recall(model: MF, X_train: sp.csr_matrix, X_val: sp.csr_matrix, 
     users = np.flatnonzero(np.diff(X_val.indptr) > 0)
     if users.size == 0:
         return float("nan")
-    step = batch_rows(model.n_items_, None, itemsize=4)
+    U = np.ascontiguousarray(model.user_factors_[users])
+    V = np.ascontiguousarray(model.item_factors_)
+    if model.score_function_ == "cosine":
+        U, V = sgd.normalize_rows(U), sgd.normalize_rows(V)
+    train = X_train[users]
+    with numba_threads(model.n_jobs):
+        top, _ = sgd.factor_topk(U, V, k, train.indptr, train.indices)
+    val = X_val[users]
     total = 0.0
-    for start in range(0, users.size, step):
-        batch = users[start : start + step]
-        scores = np.ascontiguousarray(model._user_scores(None, batch))
-        train = X_train[batch]
-        with numba_threads(model.n_jobs):
-            top, _ = topk_rows(scores, k, train.indptr, train.indices, np.ones(1, np.bool_), False)
-        val = X_val[batch]
-        for r in range(batch.size):
-            held = val.indices[val.indptr[r] : val.indptr[r + 1]]
-            total += np.isin(top[r], held).sum() / held.size
+    for r in range(users.size):
+        held = val.indices[val.indptr[r] : val.indptr[r + 1]]
+        total += np.isin(top[r], held).sum() / held.size
     return total / users.size
 
 

@@ -29,6 +29,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from linrec._kernels.topk import _select_row
+
 # Loss codes: the same integers as linrec.losses.LossSpec.code.
 BPR, INFONCE, DEBIASED_INFONCE, MINE, MINE_PLUS, INFONCE_PLUS = 0, 1, 2, 3, 4, 5
 CCL, DEBIASED_CCL, MSE, DEBIASED_MSE, DEBIASED_MSE_PU = 6, 7, 8, 9, 10
@@ -237,6 +239,7 @@ def _pair_forward_backward(
     shared_q,
     shared_dq,
     shared_buf,
+    nonzero,
 ):
     """Loss of the pair (user row u, targets) and gradients (times ``scale``) into ``grad``.
 
@@ -245,7 +248,8 @@ def _pair_forward_backward(
     (unit-normalised for cosine scores) are the columns of ``shared_q`` (d x N), contiguous
     and in cache, and their gradients with respect to those columns accumulate in
     ``shared_dq`` (d x N; turned into row gradients once per batch by
-    :func:`_finish_shared`). ``shared_buf`` is (2, N) scratch of the dtype of ``W``.
+    :func:`_finish_shared`). ``shared_buf`` is (2, N) scratch of the dtype of ``W``,
+    ``nonzero`` (N,) int64 scratch.
 
     Inlined into its callers, which are compiled with reassociation allowed so that the
     d-length loops vectorise; the loss itself (:func:`loss_grad`) is compiled without it.
@@ -319,20 +323,37 @@ def _pair_forward_backward(
     if share:
         # shared_q holds q (dot) or q^ (cosine), transposed: dL/dq^_j = g_j p^
         gs = shared_buf[1]
+        n_nonzero = 0
         for j in range(n_neg):
             ga = g[e0 + j] * scale
             gs[j] = ga
             sum_gy += ga * y[e0 + j]
-        for k in range(d):
-            qk = shared_q[k]
-            dqk = shared_dq[k]
-            a_k = qk[0] * gs[0]
-            for j in range(1, n_neg):
-                a_k += qk[j] * gs[j]
-            acc[k] += a_k
-            pk = W.dtype.type(p[k] * inv_p)
-            for j in range(n_neg):
-                dqk[j] += pk * gs[j]
+            if ga != 0.0:
+                nonzero[n_nonzero] = j
+                n_nonzero += 1
+        if 4 * n_nonzero < n_neg:
+            # margin losses (CCL) leave most negatives inactive: visit only the active ones
+            for k in range(d):
+                qk = shared_q[k]
+                dqk = shared_dq[k]
+                pk = W.dtype.type(p[k] * inv_p)
+                a_k = 0.0
+                for c in range(n_nonzero):
+                    j = nonzero[c]
+                    a_k += qk[j] * gs[j]
+                    dqk[j] += pk * gs[j]
+                acc[k] += a_k
+        else:
+            for k in range(d):
+                qk = shared_q[k]
+                dqk = shared_dq[k]
+                a_k = qk[0] * gs[0]
+                for j in range(1, n_neg):
+                    a_k += qk[j] * gs[j]
+                acc[k] += a_k
+                pk = W.dtype.type(p[k] * inv_p)
+                for j in range(n_neg):
+                    dqk[j] += pk * gs[j]
     count = _touch(u, flags, touched, count)
     gp = grad[u]
     if cosine:
@@ -412,6 +433,7 @@ def pairs_loss_and_grad(
     shared_q = np.empty((d, n_neg), W.dtype)
     shared_dq = np.zeros((d, n_neg), W.dtype)
     shared_buf = np.empty((2, n_neg), W.dtype)
+    nonzero = np.empty(n_neg, np.int64)
     inv_qs = np.empty(n_neg)
     if share:
         _gather_shared(W, n_users, shared, cosine, shared_q, inv_qs)
@@ -443,6 +465,7 @@ def pairs_loss_and_grad(
             shared_q,
             shared_dq,
             shared_buf,
+            nonzero,
         )
         total += loss
     if share:
@@ -572,6 +595,7 @@ def train_epoch(
             acc = np.empty(d, W.dtype)
             shared_dq = np.zeros(shared_q.shape, W.dtype)
             shared_buf = np.empty((2, shared_q.shape[1]), W.dtype)
+            nonzero = np.empty(shared_q.shape[1], np.int64)
             count = 0
             loss_sum = 0.0
             for position in range(t_lo, t_hi):
@@ -618,6 +642,7 @@ def train_epoch(
                     shared_q,
                     shared_dq,
                     shared_buf,
+                    nonzero,
                 )
                 loss_sum += loss
             if share_negatives and update_items:
@@ -826,6 +851,7 @@ def fold_in(
                     empty_q,
                     empty_q,
                     empty_q,
+                    dummy,
                 )
                 step += 1
                 _row_update(
@@ -843,3 +869,40 @@ def fold_in(
                     step,
                 )
     return W
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def factor_topk(U, V, k, excl_indptr, excl_indices):
+    """Top-``k`` items by ``U[r] . V[i]`` for every row r, excluding each row's CSR items.
+
+    Scores one row at a time into a private buffer and selects immediately (same tie rule as
+    :func:`linrec._kernels.topk.topk_rows`), so no (rows x n_items) matrix is materialised:
+    validation during training stays cheap in memory and runs in numba's thread pool.
+    """
+    n_rows, d = U.shape
+    n_items = V.shape[0]
+    out_idx = np.empty((n_rows, k), np.int64)
+    out_val = np.empty((n_rows, k), U.dtype)
+    no_candidates = np.ones(1, np.bool_)
+    for r in prange(n_rows):
+        scores = np.empty(n_items, U.dtype)
+        u = U[r]
+        for i in range(n_items):
+            v = V[i]
+            s = u[0] * v[0]
+            for c in range(1, d):
+                s += u[c] * v[c]
+            scores[i] = s
+        start = excl_indptr[r]
+        stop = excl_indptr[r + 1]
+        _select_row(
+            scores,
+            k,
+            excl_indices[start:stop],
+            stop - start,
+            no_candidates,
+            False,
+            out_idx[r],
+            out_val[r],
+        )
+    return out_idx, out_val
