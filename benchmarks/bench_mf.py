@@ -36,11 +36,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from _lightgcn_data import load_lightgcn  # noqa: E402
 
 from linrec._kernels.topk import topk_rows  # noqa: E402
+from linrec.datasets import load_lightgcn  # noqa: E402
 from linrec.mf import MF  # noqa: E402
 
 CONFIGS = {

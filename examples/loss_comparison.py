@@ -16,7 +16,8 @@ For every data set (a LightGCN folder with train.txt / test.txt) and every loss:
 2. final run: the chosen settings are trained on the full train split and evaluated on test
    (Recall@20 = hits / |test items| as in LightGCN, NDCG@20), with 95% confidence intervals
    over users (normal approximation, 1.96 standard errors). Test Recall@20 is also recorded
-   after every epoch for the learning curves (on ``--curve-users`` sampled users; it selects nothing).
+   after every epoch for the learning curves (on ``--curve-users`` sampled users; it selects
+   nothing).
 
 Output: ``results.md`` (table, relative gains debiased vs biased and MINE+/InfoNCE+ vs
 InfoNCE) and ``learning_curves.png`` in ``--out``, plus ``results.json``.
@@ -50,9 +51,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 from linrec._kernels.topk import topk_rows  # noqa: E402
+from linrec.datasets import load_lightgcn  # noqa: E402
 from linrec.mf import MF  # noqa: E402
 
 ALL_LOSSES = [
@@ -370,10 +371,8 @@ def main(argv=None):
     if args.synthetic:
         datasets["synthetic (2000 x 1000, planted rank 8)"] = planted_data(args.seed)
     else:
-        from _lightgcn_data import load_lightgcn
-
         for folder in args.data:
-            datasets[Path(folder).name] = load_lightgcn(folder)
+            datasets[Path(folder).name] = tuple(load_lightgcn(folder))
     all_results = {}
     for name, (train, test) in datasets.items():
         log(
