@@ -1,0 +1,216 @@
+"""linrec IALS against implicit 0.7.3 (CPU ALS): seconds per epoch, peak memory, Recall@20.
+
+Both libraries run in this one process with the same thread count, factors and epochs, fits
+interleaved (linrec, implicit, linrec, ...) so that load from other processes hits both alike.
+Pairs: linrec CG vs implicit CG (same number of CG steps), linrec Cholesky vs implicit
+Cholesky, and linrec iALS++ (reported against implicit Cholesky and linrec Cholesky).
+
+Reported per pair: median seconds per epoch over all timed epochs (after a warm-up fit that
+loads numba's cache), peak resident-memory increase during fit, Recall@20 / NDCG@20 on the
+test file after the same epochs (LightGCN protocol), and ratios linrec / implicit.
+
+Example:
+    python benchmarks/bench_ials.py --datasets gowalla --factors 64 256 --epochs 5
+    python benchmarks/bench_ials.py --synthetic          # adds 100k items x 10M interactions
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _ials_common import SHARED_DATA, load_lightgcn, recall_ndcg
+
+from linrec._memory import PeakMemory
+from linrec.ials import IALS
+
+# Settings chosen on a validation split of the training file (benchmarks/tune_ials.py; see
+# RESULTS.md). implicit: alpha tuned as PITFALLS.md says (its default alpha = 1 gives
+# positives no extra weight on binary data).
+LINREC_PARAMS = {
+    "gowalla": dict(
+        objective="rendle", unobserved_weight=0.003, regularization=0.01, reg_exponent=1.0
+    ),
+    "yelp2018": dict(
+        objective="rendle", unobserved_weight=0.003, regularization=0.01, reg_exponent=1.0
+    ),
+    "synthetic": dict(
+        objective="rendle", unobserved_weight=0.003, regularization=0.01, reg_exponent=1.0
+    ),
+}
+IMPLICIT_PARAMS = {
+    "gowalla": dict(alpha=10.0, regularization=0.01),
+    "yelp2018": dict(alpha=10.0, regularization=0.01),
+    "synthetic": dict(alpha=10.0, regularization=0.01),
+}
+
+
+def synthetic(n_users=200_000, n_items=100_000, nnz=10_000_000, seed=0):
+    """Power-law (Zipf-like) users x items matrix with about ``nnz`` interactions."""
+    rng = np.random.default_rng(seed)
+    item_p = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    item_p /= item_p.sum()
+    user_p = 1.0 / np.arange(1, n_users + 1) ** 0.6
+    user_p /= user_p.sum()
+    rows = rng.choice(n_users, nnz, p=user_p)
+    cols = rng.choice(n_items, nnz, p=item_p)
+    X = sp.csr_matrix((np.ones(nnz, np.float32), (rows, cols)), shape=(n_users, n_items))
+    X.data[:] = 1
+    X = X[np.diff(X.indptr) > 0]
+    # hold out one interaction in five as the test part
+    coo = X.tocoo()
+    test_mask = rng.random(coo.nnz) < 0.2
+    train = sp.csr_matrix(
+        (coo.data[~test_mask], (coo.row[~test_mask], coo.col[~test_mask])), shape=X.shape
+    )
+    test = sp.csr_matrix(
+        (coo.data[test_mask], (coo.row[test_mask], coo.col[test_mask])), shape=X.shape
+    )
+    keep = np.diff(train.indptr) > 0
+    return train[keep], test[keep]
+
+
+def run_linrec(train, params, d, solver, epochs, threads, cg_steps, block_size):
+    model = IALS(
+        n_factors=d,
+        solver=solver,
+        n_epochs=epochs,
+        n_jobs=threads,
+        random_state=0,
+        cg_steps=cg_steps,
+        block_size=block_size,
+        **params,
+    )
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        model.fit(train)
+        total = time.perf_counter() - t0
+    return model.user_factors_, model.item_factors_, list(model.epoch_times_), mem.increase, total
+
+
+def run_implicit(train, params, d, use_cg, epochs, threads, cg_steps):
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    times = []
+    model = AlternatingLeastSquares(
+        factors=d,
+        iterations=epochs,
+        use_cg=use_cg,
+        num_threads=threads,
+        random_state=0,
+        calculate_training_loss=False,
+        **params,
+    )
+    model.cg_steps = cg_steps  # an attribute, not a constructor argument, in 0.7.3
+    # implicit's own advice: one BLAS thread (its solvers are OpenMP-parallel)
+    with threadpool_limits(1, "blas"), PeakMemory() as mem:
+        t0 = time.perf_counter()
+        model.fit(train, show_progress=False, callback=lambda it, el, loss: times.append(el))
+        total = time.perf_counter() - t0
+    return model.user_factors, model.item_factors, times, mem.increase, total
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-dir", default=str(SHARED_DATA))
+    ap.add_argument("--datasets", nargs="+", default=["gowalla", "yelp2018"])
+    ap.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="also run the 100k-items / 10M-interactions synthetic matrix",
+    )
+    ap.add_argument("--factors", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cg-steps", type=int, default=3)
+    ap.add_argument("--block-size", type=int, default=32)
+    ap.add_argument("--pairs", nargs="+", default=["cg", "cholesky", "ialspp"])
+    ap.add_argument(
+        "--skip-implicit-cholesky-above",
+        type=int,
+        default=10**9,
+        help="skip implicit's Cholesky for larger d (it is slow); linrec's still runs",
+    )
+    args = ap.parse_args(argv)
+
+    sets = [(name, lambda n=name: load_lightgcn(Path(args.data_dir) / n)) for name in args.datasets]
+    if args.synthetic:
+        sets.append(("synthetic", synthetic))
+    with open("/proc/loadavg") as fh:
+        print(f"load at start: {fh.read().split()[:3]}", flush=True)
+    print(
+        "| data | d | linrec solver | implicit solver | linrec s/epoch | implicit s/epoch | "
+        "ratio | linrec peak MiB | implicit peak MiB | linrec R@20 / N@20 | "
+        "implicit R@20 / N@20 | linrec fit s (incl. final exact user step) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    for name, loader in sets:
+        train, test = loader()
+        lp, ip = LINREC_PARAMS[name], IMPLICIT_PARAMS[name]
+        for d in args.factors:
+            for pair in args.pairs:
+                use_cg = pair == "cg"
+                with_implicit = pair != "ialspp" and not (
+                    not use_cg and d > args.skip_implicit_cholesky_above
+                )
+                # warm-up: loads numba's compiled kernels from cache
+                run_linrec(
+                    train[:2000], lp, d, pair, 1, args.threads, args.cg_steps, args.block_size
+                )
+                lin_times, imp_times, lin_mem, imp_mem, lin_total = [], [], [], [], []
+                for _ in range(args.repeats):
+                    P, Q, t, mem, total = run_linrec(
+                        train,
+                        lp,
+                        d,
+                        pair,
+                        args.epochs,
+                        args.threads,
+                        args.cg_steps,
+                        args.block_size,
+                    )
+                    lin_times += t
+                    lin_mem.append(mem)
+                    lin_total.append(total)
+                    if with_implicit:
+                        Pi, Qi, ti, memi, _ = run_implicit(
+                            train, ip, d, use_cg, args.epochs, args.threads, args.cg_steps
+                        )
+                        imp_times += ti
+                        imp_mem.append(memi)
+                lin_q = recall_ndcg(P, Q, train, test, n_jobs=args.threads)
+                lin_s = float(np.median(lin_times))
+                if with_implicit:
+                    imp_q = recall_ndcg(Pi, Qi, train, test, n_jobs=args.threads)
+                    imp_s = float(np.median(imp_times))
+                    imp_cols = (
+                        f"{imp_s:.3f} | {lin_s / imp_s:.2f} | ",
+                        f"{max(imp_mem) / 2**20:.0f} | ",
+                        f"{imp_q[0]:.4f} / {imp_q[1]:.4f} | ",
+                    )
+                else:
+                    imp_cols = ("- | - | ", "- | ", "- | ")
+                print(
+                    f"| {name} | {d} | {pair} | "
+                    f"{('cg' if use_cg else 'cholesky') if with_implicit else '-'} | "
+                    f"{lin_s:.3f} | {imp_cols[0]}{max(lin_mem) / 2**20:.0f} | {imp_cols[1]}"
+                    f"{lin_q[0]:.4f} / {lin_q[1]:.4f} | {imp_cols[2]}"
+                    f"{np.median(lin_total):.1f} |",
+                    flush=True,
+                )
+    with open("/proc/loadavg") as fh:
+        print(f"load at end: {fh.read().split()[:3]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,749 @@
+"""Implicit alternating least squares (iALS) over one weighted family of objectives.
+
+One estimator, :class:`IALS`, covers Rendle et al.'s iALS, Hu et al.'s confidence-weighted
+iALS and the debiased-MSE objective (Chuang and positive-unlabelled forms). Every member is
+reduced, per half-step, to the per-entry form solved by :mod:`linrec._kernels.als`; the
+reduction is :func:`objective_terms` and is derived in its comments.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import time
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import TransformerMixin
+from tqdm.auto import tqdm
+
+from linrec._base import BaseRecommender
+from linrec._kernels.als import (
+    chunk_bounds,
+    data_term,
+    solve_block,
+    solve_cg,
+    solve_cholesky,
+)
+from linrec._threading import blas_threads, numba_threads, resolve_n_jobs
+from linrec._validation import check_interactions, check_random_state_seed
+
+__all__ = ["IALS", "OBJECTIVES", "SOLVERS", "objective_terms", "regularization_scale"]
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES = ("rendle", "hu", "debiased_chuang", "debiased_pu")
+SOLVERS = ("cholesky", "cg", "ialspp")
+
+# Chunks of rows per thread in the parallel kernels: many small chunks balance power-law rows.
+_CHUNKS_PER_THREAD = 32
+
+
+def _check_real(value, name, *, low=None, low_inclusive=True):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if low is not None and (value < low if low_inclusive else value <= low):
+        op = ">=" if low_inclusive else ">"
+        raise ValueError(f"{name} must be {op} {low}, got {value!r}")
+    return value
+
+
+def _check_int(value, name, *, low=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def objective_terms(
+    X: sp.csr_matrix,
+    objective: str,
+    *,
+    unobserved_weight: float,
+    confidence_scale: float = 0.0,
+    prior_inflation: float = 1.0,
+    class_prior: np.ndarray | None = None,
+    dtype=np.float64,
+):
+    """Per-row unobserved weights and per-entry weights of one objective, in kernel form.
+
+    The family (THEORY.md), for user u with positives I_u+ and n items:
+
+        J_u = s_u [ sum_{i in I_u+} ((1 - y_ui)^2 - c_u (K_u - 1) y_ui^2)
+                    + c_u sum_{j not in I_u+} y_uj^2 ]
+
+    The kernels take J_u as ``C_u sum_{all i} y^2 + sum_{I_u+} (E_ui y^2 - 2 B_ui y + B_ui)``
+    (see :mod:`linrec._kernels.als`). Matching the y^2, y and constant coefficients gives, for
+    the family, ``C_u = s_u c_u`` (the sum over unobserved entries is the sum over all entries
+    minus the observed ones), ``E_ui = s_u (1 - c_u (K_u - 1)) - s_u c_u = s_u (1 - c_u K_u)``
+    and ``B_ui = s_u``. Per member:
+
+    - ``"rendle"``: sum_{I_u+} (1 - y)^2 + w sum_{all} y^2 (w = alpha0). s=1, c=w, K=0:
+      C = w, E = 1, B = 1.
+    - ``"hu"``: sum_{I_u+} (1 + alpha r_ui)(1 - y)^2 + w sum_{not I_u+} y^2 with r_ui the
+      matrix value (Hu et al. use w = 1). Entry weight v = 1 + alpha r_ui replaces s_u on the
+      positives: C = w, E = v - w, B = v. With alpha = 0 it is the K = 1, c = w member.
+    - ``"debiased_chuang"``: the per-pair loss (1 - y_ui)^2 + w/(1 - tau_u) [mean_j y_uj^2 -
+      tau_u mean_k y_uk^2] summed over u's positives, mean_j exact over all n items and mean_k
+      over I_u+. Expanding: sum_{I_u+} (1-y)^2 + w n_u / (n (1 - tau_u)) sum_all y^2 -
+      w tau_u / (1 - tau_u) sum_{I_u+} y^2. So s=1, c_u = w n_u / (n (1 - tau_u)) and
+      K_u = tau_u n / n_u (with tau_u = K n_u / n: c_u = w n_u / (n - K n_u), K_u = K):
+      C = c_u, E = 1 - c_u K_u, B = 1.
+    - ``"debiased_pu"``: per pair tau_u (1 - y_ui)^2 + w [mean_j y_uj^2 - tau_u mean_k y_uk^2],
+      summed likewise: tau_u sum_{I_u+}(1-y)^2 + w n_u/n sum_all y^2 - w tau_u sum_{I_u+} y^2.
+      So C = w n_u / n, E = tau_u (1 - w), B = tau_u (with tau_u = K n_u / n this is s_u =
+      K n_u / n, c_u = w / K, K_u = K of the table).
+
+    Parameters
+    ----------
+    X : csr_matrix of shape (n_users, n_items)
+        Canonical interactions (values are used by ``"hu"`` only).
+    objective : {"rendle", "hu", "debiased_chuang", "debiased_pu"}
+    unobserved_weight : float
+        w above.
+    confidence_scale : float, default=0.0
+        alpha of the ``"hu"`` form.
+    prior_inflation : float, default=1.0
+        K in tau_u = K n_u / n (debiased forms).
+    class_prior : ndarray of shape (n_users,), optional
+        User-given tau_u (debiased forms); replaces K n_u / n.
+    dtype : numpy dtype, default=np.float64
+
+    Returns
+    -------
+    row_weight : ndarray of shape (n_users,)
+        C_u, weight of the row's unobserved entries.
+    extra : ndarray of shape (nnz,)
+        E_ui, the observed entry's squared-score weight minus C_u.
+    rhs : ndarray of shape (nnz,)
+        B_ui, weight times target of the observed entry.
+    """
+    n_users, n_items = X.shape
+    counts = np.diff(X.indptr).astype(np.float64)
+    row_of_entry = np.repeat(np.arange(n_users), np.diff(X.indptr))
+    w = float(unobserved_weight)
+    if objective == "rendle":
+        row_weight = np.full(n_users, w)
+        extra = np.ones(X.nnz)
+        rhs = np.ones(X.nnz)
+    elif objective == "hu":
+        confidence = 1.0 + float(confidence_scale) * X.data.astype(np.float64)
+        row_weight = np.full(n_users, w)
+        extra = confidence - w
+        rhs = confidence
+    elif objective in ("debiased_chuang", "debiased_pu"):
+        if class_prior is None:
+            tau = float(prior_inflation) * counts / n_items
+        else:
+            tau = np.asarray(class_prior, dtype=np.float64)
+        if objective == "debiased_chuang":
+            bad = np.flatnonzero(tau >= 1.0)
+            if bad.size:
+                raise ValueError(
+                    f"debiased_chuang needs a class prior tau_u < 1, but {bad.size} user(s) "
+                    f"have tau_u >= 1 (first: user {int(bad[0])}, tau = {tau[bad[0]]:.4g}, "
+                    f"n_u = {int(counts[bad[0]])} of {n_items} items); lower prior_inflation"
+                )
+            row_weight = w * counts / (n_items * (1.0 - tau))
+            extra = 1.0 - w * (tau / (1.0 - tau))[row_of_entry]
+            rhs = np.ones(X.nnz)
+        else:
+            row_weight = w * counts / n_items
+            extra = (tau * (1.0 - w))[row_of_entry]
+            rhs = tau[row_of_entry].copy()
+    else:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    return (
+        row_weight.astype(dtype),
+        extra.astype(dtype),
+        rhs.astype(dtype),
+    )
+
+
+def regularization_scale(counts: np.ndarray, offset: float, n_other: int, exponent: float):
+    """Rendle et al.'s frequency scaling r = (n_u + offset * n_other)^exponent per row.
+
+    ``exponent = 0`` gives plain L2 (r = 1); ``offset = 0, exponent = 1`` gives Spark MLlib's
+    scaling by the number of interactions.
+    """
+    base = np.asarray(counts, dtype=np.float64) + float(offset) * n_other
+    if exponent == 0:
+        return np.ones_like(base)
+    with np.errstate(divide="ignore"):
+        return np.power(base, float(exponent))
+
+
+def _transpose_order(X: sp.csr_matrix):
+    """Column-major (CSR of X^T) structure of X and the permutation of its entries."""
+    order = sp.csr_matrix((np.arange(X.nnz, dtype=np.float64), X.indices, X.indptr), shape=X.shape)
+    T = order.T.tocsr()
+    T.sort_indices()
+    perm = T.data.astype(np.int64)
+    return T.indptr.astype(np.int64), T.indices.astype(np.int64), perm
+
+
+class IALS(TransformerMixin, BaseRecommender):
+    """Implicit alternating least squares over the weighted iALS family.
+
+    Minimises, over user factors ``P`` and item factors ``Q`` (score ``y_ui = p_u . q_i``),
+
+        J = sum_u s_u [ sum_{i in I_u+} ((1 - y_ui)^2 - c_u (K - 1) y_ui^2)
+                        + c_u sum_{j not in I_u+} y_uj^2 ]
+            + lam ( sum_u r_u ||p_u||^2 + sum_i r_i ||q_i||^2 )
+
+    where the member is chosen by ``objective`` (see :func:`objective_terms` for the exact
+    weights), and ``r = (n + offset * n_other)^nu`` is Rendle et al.'s frequency scaling
+    (plain L2 when ``reg_exponent = 0``).
+
+    Parameters
+    ----------
+    n_factors : int, default=64
+        Dimension d of the factors.
+    regularization : float, default=0.01
+        lam. It multiplies the frequency scaling r when ``reg_exponent > 0``.
+    unobserved_weight : float, default=0.1
+        Weight of the unobserved entries: alpha0 of ``"rendle"`` (over all items), w of
+        ``"hu"`` (Hu et al. use 1 with a large confidence scale), the w of the debiased forms.
+    objective : {"rendle", "hu", "debiased_chuang", "debiased_pu"}, default="rendle"
+        ``"rendle"``: sum over positives of (1 - y)^2 plus ``unobserved_weight`` times the sum
+        over all entries of y^2. ``"hu"``: positives weighted 1 + ``confidence_scale`` * value
+        (the matrix value), unobserved entries weighted ``unobserved_weight``.
+        ``"debiased_chuang"`` / ``"debiased_pu"``: the debiased MSE losses of THEORY.md with
+        exact averages over all items and class prior tau_u = ``prior_inflation`` * n_u / n
+        (or ``class_prior``).
+    confidence_scale : float, default=0.0
+        Hu et al.'s alpha (``"hu"`` only; must be 0 for other objectives).
+    prior_inflation : float, default=1.0
+        K in tau_u = K n_u / n_items (debiased objectives only).
+    class_prior : array-like of shape (n_users,), optional
+        User-given class prior tau_u in (0, 1) per training user (debiased objectives only).
+        New users folded in by :meth:`transform` use ``prior_inflation * n_u / n_items``.
+    reg_exponent : float, default=0.0
+        nu of the frequency-scaled regulariser; 0 is plain L2.
+    reg_frequency_offset : float, optional
+        The offset in r_u = (n_u + offset * n_items)^nu and r_i = (n_i + offset * n_users)^nu.
+        None uses ``unobserved_weight`` (Rendle et al.'s alpha0).
+    solver : {"cholesky", "cg", "ialspp"}, default="cg"
+        Row solver: exact Cholesky, conjugate gradient warm-started from the previous factors
+        (``cg_steps`` steps), or Rendle et al.'s iALS++ block solver (``block_size``).
+    cg_steps : int, default=3
+        Conjugate-gradient steps per row and half-step.
+    block_size : int, default=32
+        Coordinates per block of the iALS++ solver (clipped to ``n_factors``).
+    block_sweeps : int, default=1
+        Sweeps over all blocks per half-step of the iALS++ solver.
+    n_epochs : int, default=15
+        Epochs; one epoch is a user half-step then an item half-step.
+    init_std : float, optional
+        Standard deviation of the normal initialisation; None uses 0.1 / sqrt(n_factors).
+    early_stopping_rounds : int, optional
+        With ``validation_data`` given to :meth:`fit`: stop after this many epochs without a
+        better validation Recall@``validation_k`` and keep the best epoch's item factors.
+    validation_k : int, default=20
+        Cut-off of the validation recall.
+    dtype : {"float32", "float64"}, default="float32"
+    random_state : int, RandomState instance or None, default=None
+    n_jobs : int, optional
+        Threads (None: all numba threads).
+    verbose : bool, default=False
+        Progress bar and per-epoch log lines.
+
+    Attributes
+    ----------
+    user_factors_ : ndarray of shape (n_users, n_factors)
+        Equal to :meth:`transform` of the training rows (fit ends with an exact user step).
+    item_factors_ : ndarray of shape (n_items, n_factors)
+    objective_ : list of float
+        Exact value of J (float64, Gram trick, constants included) after every epoch.
+    epoch_times_ : list of float
+        Wall-clock seconds of every epoch (both half-steps, without objective or validation).
+    validation_scores_ : list of float
+        Validation Recall@``validation_k`` per epoch (empty without validation data).
+    best_epoch_ : int
+        1-based epoch whose item factors were kept.
+    n_epochs_ : int
+        Epochs run.
+    n_users_, n_items_, n_features_in_ : int
+
+    Notes
+    -----
+    A user half-step costs O(d^2) for the Gram matrix by BLAS plus, per row, O(n_u d^2 + d^3)
+    for ``"cholesky"``, O(cg_steps (n_u d + d^2)) for ``"cg"`` and
+    O(block_sweeps (n_u d b + d b^2 + d^2)) for ``"ialspp"`` with block size b. Memory:
+    the factors, two arrays of nnz weights in each orientation, and per-thread scratch of
+    O(d^2 + max n_u). The final exact user step costs one Cholesky half-step.
+
+    Settings that worked on Gowalla (LightGCN split, tuned on a validation split of the
+    training file, see benchmarks/RESULTS.md): ``objective="rendle",
+    unobserved_weight=0.003, regularization=0.01, reg_exponent=1`` with 4-6 epochs; the
+    defaults above are generic starting values, not tuned ones.
+
+    Fit-time validation ranks all items by ``user_factors . item_factors`` with the training
+    items excluded and reports mean Recall@k = hits / |held-out items| over users with
+    held-out items (the LightGCN protocol).
+
+    References
+    ----------
+    Hu, Koren, Volinsky, "Collaborative Filtering for Implicit Feedback Datasets", ICDM 2008.
+    Rendle, Krichene, Zhang, Koren, "Revisiting the Performance of iALS on Item Recommendation
+    Benchmarks", RecSys 2022. Rendle, Krichene, Zhang, Koren, "iALS++: Speeding up Matrix
+    Factorization with Subspace Optimization", arXiv 2110.14044, 2021.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> X = sp.random(50, 30, density=0.2, random_state=0, format="csr")
+    >>> X.data[:] = 1
+    >>> X = X[np.diff(X.indptr) > 0]
+    >>> model = IALS(n_factors=8, n_epochs=5, random_state=0, n_jobs=1).fit(X)
+    >>> model.user_factors_.shape, model.item_factors_.shape
+    ((50, 8), (30, 8))
+    >>> bool(np.all(np.diff(model.objective_) <= 1e-6 * abs(model.objective_[0])))
+    True
+    """
+
+    _has_user_state = True
+
+    def __init__(
+        self,
+        n_factors=64,
+        *,
+        regularization=0.01,
+        unobserved_weight=0.1,
+        objective="rendle",
+        confidence_scale=0.0,
+        prior_inflation=1.0,
+        class_prior=None,
+        reg_exponent=0.0,
+        reg_frequency_offset=None,
+        solver="cg",
+        cg_steps=3,
+        block_size=32,
+        block_sweeps=1,
+        n_epochs=15,
+        init_std=None,
+        early_stopping_rounds=None,
+        validation_k=20,
+        dtype="float32",
+        random_state=None,
+        n_jobs=None,
+        verbose=False,
+    ):
+        self.n_factors = n_factors
+        self.regularization = regularization
+        self.unobserved_weight = unobserved_weight
+        self.objective = objective
+        self.confidence_scale = confidence_scale
+        self.prior_inflation = prior_inflation
+        self.class_prior = class_prior
+        self.reg_exponent = reg_exponent
+        self.reg_frequency_offset = reg_frequency_offset
+        self.solver = solver
+        self.cg_steps = cg_steps
+        self.block_size = block_size
+        self.block_sweeps = block_sweeps
+        self.n_epochs = n_epochs
+        self.init_std = init_std
+        self.early_stopping_rounds = early_stopping_rounds
+        self.validation_k = validation_k
+        self.dtype = dtype
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ validation
+    def _check_params(self, n_users, n_items):
+        d = _check_int(self.n_factors, "n_factors")
+        lam = _check_real(self.regularization, "regularization", low=0.0)
+        w = _check_real(self.unobserved_weight, "unobserved_weight", low=0.0)
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        alpha = _check_real(self.confidence_scale, "confidence_scale", low=0.0)
+        if alpha != 0 and self.objective != "hu":
+            raise ValueError(
+                f"confidence_scale={alpha} applies to objective='hu' only "
+                f"(objective is {self.objective!r})"
+            )
+        _check_real(self.prior_inflation, "prior_inflation", low=0.0, low_inclusive=False)
+        debiased = self.objective.startswith("debiased")
+        if self.class_prior is not None:
+            if not debiased:
+                raise ValueError("class_prior applies to the debiased objectives only")
+            tau = np.asarray(self.class_prior, dtype=np.float64)
+            if tau.shape != (n_users,):
+                raise ValueError(
+                    f"class_prior must have one value per user: shape ({n_users},), got {tau.shape}"
+                )
+            if not np.all((tau > 0) & (tau < 1)):
+                raise ValueError("class_prior values must lie in the open interval (0, 1)")
+        _check_real(self.reg_exponent, "reg_exponent", low=0.0)
+        if self.reg_frequency_offset is not None:
+            _check_real(self.reg_frequency_offset, "reg_frequency_offset", low=0.0)
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        _check_int(self.cg_steps, "cg_steps")
+        _check_int(self.block_size, "block_size")
+        _check_int(self.block_sweeps, "block_sweeps")
+        _check_int(self.n_epochs, "n_epochs")
+        if self.init_std is not None:
+            _check_real(self.init_std, "init_std", low=0.0, low_inclusive=False)
+        if self.early_stopping_rounds is not None:
+            _check_int(self.early_stopping_rounds, "early_stopping_rounds")
+        _check_int(self.validation_k, "validation_k")
+        resolve_n_jobs(self.n_jobs)
+        if lam == 0:
+            if d > min(n_items, n_users):
+                raise ValueError(
+                    f"regularization=0 with n_factors={d} > min(n_items={n_items}, "
+                    f"n_users={n_users}) makes every row system singular (the Gram matrix "
+                    "has rank below n_factors): set regularization > 0 or fewer factors"
+                )
+            if w == 0:
+                raise ValueError(
+                    "regularization=0 with unobserved_weight=0 leaves rows with fewer than "
+                    "n_factors interactions undetermined: set one of them > 0"
+                )
+
+    def _offset(self):
+        if self.reg_frequency_offset is None:
+            return float(self.unobserved_weight)
+        return float(self.reg_frequency_offset)
+
+    def _terms(self, X, class_prior, dtype):
+        row_weight, extra, rhs = objective_terms(
+            X,
+            self.objective,
+            unobserved_weight=self.unobserved_weight,
+            confidence_scale=self.confidence_scale,
+            prior_inflation=self.prior_inflation,
+            class_prior=class_prior,
+            dtype=dtype,
+        )
+        return row_weight, extra, rhs
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y=None, *, validation_data=None, callback=None, initial_factors=None):
+        """Fit the factors.
+
+        Parameters
+        ----------
+        X : sparse matrix of shape (n_users, n_items)
+            Training interactions (every user needs at least one).
+        y : sparse matrix, optional
+            Held-out interactions added to ``X`` for training (see
+            :meth:`linrec.BaseRecommender.fit`).
+        validation_data : sparse matrix of shape (n_users, n_items), optional
+            Held-out items of the same users (rows aligned with ``X``), never trained on:
+            Recall@``validation_k`` is computed after every epoch and drives early stopping.
+        callback : callable, optional
+            Called as ``callback(model, epoch)`` after every epoch (1-based), with
+            ``user_factors_``, ``item_factors_``, ``objective_`` and ``epoch_times_`` set
+            to the current state. Returning True stops training.
+        initial_factors : tuple of two arrays, optional
+            ``(user_factors, item_factors)`` to start from instead of the random
+            initialisation (copied; used to compare objectives from the same start).
+
+        Returns
+        -------
+        self : IALS
+        """
+        X = self._validate_fit_data(X, y)
+        n_users, n_items = X.shape
+        self._check_params(n_users, n_items)
+        val = None
+        if validation_data is not None:
+            val = check_interactions(
+                validation_data, name="validation_data", n_items=n_items, allow_empty=True
+            )
+            if val.shape[0] != n_users:
+                raise ValueError(
+                    f"validation_data has {val.shape[0]} rows but X has {n_users}: it must "
+                    "hold held-out items of the same users"
+                )
+        if self.early_stopping_rounds is not None and val is None:
+            raise ValueError("early_stopping_rounds needs validation_data in fit")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        init = None
+        if initial_factors is not None:
+            P0, Q0 = (np.array(a, dtype=self._fit_dtype(), copy=True) for a in initial_factors)
+            d = int(self.n_factors)
+            if P0.shape != (n_users, d) or Q0.shape != (n_items, d):
+                raise ValueError(
+                    f"initial_factors must have shapes ({n_users}, {d}) and ({n_items}, {d}), "
+                    f"got {P0.shape} and {Q0.shape}"
+                )
+            if not (np.isfinite(P0).all() and np.isfinite(Q0).all()):
+                raise ValueError("initial_factors contain NaN or infinity")
+            init = (P0, Q0)
+        self._fit_loop(X, val, callback, init)
+        return self
+
+    def _fit(self, X):
+        self._check_params(*X.shape)
+        self._fit_loop(X, None, None, None)
+
+    def _fit_loop(self, X, val, callback, init):
+        dtype = self._fit_dtype()
+        n_users, n_items = X.shape
+        d = int(self.n_factors)
+        lam = float(self.regularization)
+        class_prior = None if self.class_prior is None else np.asarray(self.class_prior)
+        row_weight, extra, rhs = self._terms(X, class_prior, dtype)
+        observed = row_weight[np.repeat(np.arange(n_users), np.diff(X.indptr))] + extra
+        if np.any(observed < 0):
+            first = int(np.flatnonzero(observed < 0)[0])
+            user = int(np.searchsorted(X.indptr, first, side="right") - 1)
+            raise ValueError(
+                f"objective {self.objective!r} with these settings gives observed entries a "
+                f"negative weight ({float(observed[first]):.4g} at user {user}): the objective "
+                "is unbounded below; lower prior_inflation or unobserved_weight"
+            )
+        u_indptr = X.indptr.astype(np.int64)
+        u_indices = X.indices.astype(np.int64)
+        i_indptr, i_indices, perm = _transpose_order(X)
+        i_extra = np.ascontiguousarray(extra[perm])
+        i_rhs = np.ascontiguousarray(rhs[perm])
+        offset = self._offset()
+        user_reg = (
+            lam * regularization_scale(np.diff(u_indptr), offset, n_items, self.reg_exponent)
+        ).astype(dtype)
+        item_reg = (
+            lam * regularization_scale(np.diff(i_indptr), offset, n_users, self.reg_exponent)
+        ).astype(dtype)
+        item_ones = np.ones(n_items, dtype=dtype)
+        n_threads = resolve_n_jobs(self.n_jobs)
+        u_bounds = chunk_bounds(u_indptr, d, _CHUNKS_PER_THREAD * n_threads)
+        i_bounds = chunk_bounds(i_indptr, d, _CHUNKS_PER_THREAD * n_threads)
+
+        rng = np.random.default_rng(check_random_state_seed(self.random_state))
+        std = 0.1 / np.sqrt(d) if self.init_std is None else float(self.init_std)
+        P = (rng.standard_normal((n_users, d)) * std).astype(dtype)
+        Q = (rng.standard_normal((n_items, d)) * std).astype(dtype)
+        if init is not None:
+            P, Q = init
+
+        user_side = (u_indptr, u_indices, extra, rhs, row_weight, user_reg, u_bounds)
+        item_side = (i_indptr, i_indices, i_extra, i_rhs, item_ones, item_reg, i_bounds)
+
+        self.objective_ = []
+        self.epoch_times_ = []
+        self.validation_scores_ = []
+        self.best_epoch_ = 0
+        best = (-np.inf, None)
+        stale = 0
+        epochs = range(1, int(self.n_epochs) + 1)
+        bar = tqdm(epochs, desc="IALS", disable=not self.verbose, leave=False)
+        for epoch in bar:
+            t0 = time.perf_counter()
+            self._half_step(user_side, P, Q, None, f"epoch {epoch}", "user")
+            self._half_step(item_side, Q, P, row_weight, f"epoch {epoch}", "item")
+            self.epoch_times_.append(time.perf_counter() - t0)
+            self.objective_.append(self._objective(user_side, P, Q, item_reg))
+            self.user_factors_ = P
+            self.item_factors_ = Q
+            self.n_epochs_ = epoch
+            message = f"epoch {epoch}: objective {self.objective_[-1]:.6g}"
+            stop = False
+            if val is not None:
+                recall = self._validation_recall(X, val)
+                self.validation_scores_.append(recall)
+                message += f", validation Recall@{self.validation_k} {recall:.5f}"
+                if recall > best[0]:
+                    best = (recall, Q.copy())
+                    self.best_epoch_ = epoch
+                    stale = 0
+                else:
+                    stale += 1
+                    if (
+                        self.early_stopping_rounds is not None
+                        and stale >= self.early_stopping_rounds
+                    ):
+                        stop = True
+            logger.info(message)
+            if callback is not None and callback(self, epoch):
+                stop = True
+            if stop:
+                break
+        bar.close()
+        if val is not None and best[1] is not None:
+            Q = best[1]
+        else:
+            self.best_epoch_ = self.n_epochs_
+        # Final exact user step: stored user factors equal the fold-in of the training rows.
+        self._half_step(user_side, P, Q, None, "final exact step", "user", exact=True)
+        self.user_factors_ = P
+        self.item_factors_ = Q
+
+    def _half_step(self, side, F, other, gram_weight, stage, side_name, *, exact=False):
+        """Update the rows of ``F`` (in place) given the other side's factors ``other``.
+
+        ``gram_weight`` (per row of ``other``) weights the shared Gram matrix: None for the
+        user step (items carry no unobserved weight of their own), the users' unobserved
+        weights C_u for the item step (G_user = sum_u C_u p_u p_u^T).
+        """
+        indptr, indices, extra, rhs, row_weight, reg, bounds = side
+        status = np.zeros(F.shape[0], dtype=np.int8)
+        solver = "cholesky" if exact else self.solver
+        max_row = int(np.max(np.diff(indptr))) if indptr.shape[0] > 1 else 0
+        # The Gram matrix by single-threaded BLAS (BLAS is capped at one thread inside
+        # numba_threads): measured here, a threaded BLAS call between two parallel numba
+        # regions lets the two thread pools spin against each other and cost up to 0.8 s,
+        # while one thread takes 10 ms at d = 64 and 0.1 s at d = 256 for 41k rows.
+        with numba_threads(self.n_jobs):
+            if gram_weight is None:
+                gram = other.T @ other
+            else:
+                gram = (other * gram_weight[:, None]).T @ other
+            gram = np.ascontiguousarray(gram, dtype=F.dtype)
+            if solver == "cholesky":
+                solve_cholesky(
+                    indptr, indices, extra, rhs, row_weight, reg, gram, other, F, bounds, status
+                )
+            elif solver == "cg":
+                solve_cg(
+                    indptr,
+                    indices,
+                    extra,
+                    rhs,
+                    row_weight,
+                    reg,
+                    gram,
+                    other,
+                    F,
+                    bounds,
+                    int(self.cg_steps),
+                    max_row,
+                    status,
+                )
+            else:
+                block = min(int(self.block_size), F.shape[1])
+                solve_block(
+                    indptr,
+                    indices,
+                    extra,
+                    rhs,
+                    row_weight,
+                    reg,
+                    gram,
+                    other,
+                    F,
+                    bounds,
+                    block,
+                    int(self.block_sweeps),
+                    max_row,
+                    status,
+                )
+        if status.any():
+            row = int(np.flatnonzero(status)[0])
+            raise np.linalg.LinAlgError(
+                f"{stage}, {side_name} half-step: the system of {side_name} {row} "
+                f"({int(status.astype(bool).sum())} row(s) in all) is not positive definite; "
+                "the settings make the problem ill-posed or numerically singular in "
+                f"{self.dtype}: raise regularization, lower prior_inflation, or use "
+                "dtype='float64'"
+            )
+        if not np.isfinite(F).all():
+            raise FloatingPointError(
+                f"{stage}, {side_name} half-step: non-finite {side_name} factors; "
+                "raise regularization or lower the weights (confidence_scale, "
+                "unobserved_weight)"
+            )
+
+    def _objective(self, user_side, P, Q, item_reg):
+        """Exact J in float64: C_u p^T G p over all entries plus the observed corrections."""
+        indptr, indices, extra, rhs, row_weight, user_reg, bounds = user_side
+        with numba_threads(self.n_jobs):  # single-threaded BLAS, see _half_step
+            Q64 = Q.astype(np.float64)
+            P64 = P.astype(np.float64)
+            gram = Q64.T @ Q64
+            all_entries = float(
+                np.einsum("u,ud,ud->", row_weight.astype(np.float64), P64 @ gram, P64)
+            )
+        with numba_threads(self.n_jobs):
+            observed = data_term(indptr, indices, extra, rhs, P, Q, bounds)
+        reg = float(np.dot(user_reg.astype(np.float64), np.einsum("ud,ud->u", P64, P64)))
+        reg += float(np.dot(item_reg.astype(np.float64), np.einsum("id,id->i", Q64, Q64)))
+        return all_entries + observed + reg
+
+    def _validation_recall(self, X, val):
+        """Mean Recall@k (hits / |held-out|) of users with held-out items, train excluded.
+
+        Scores the current (fitted-so-far) user and item factors through
+        :func:`linrec.metrics.evaluate`.
+        """
+        from linrec.metrics import evaluate
+
+        k = int(self.validation_k)
+        result = evaluate(
+            self, X, val, k=(k,), metrics=("recall",), fold_in=False, n_jobs=self.n_jobs
+        )
+        return float(result.mean("recall", k))
+
+    # ------------------------------------------------------------------ inference
+    def transform(self, X, *, class_prior=None):
+        """Exact fold-in: the user factors that minimise J for the rows of ``X``.
+
+        Parameters
+        ----------
+        X : sparse matrix of shape (n_rows, n_items)
+            Histories of (new or training) users; item factors stay fixed.
+        class_prior : array-like of shape (n_rows,), optional
+            tau_u of these users for the debiased objectives (default prior_inflation *
+            n_u / n_items).
+
+        Returns
+        -------
+        user_factors : ndarray of shape (n_rows, n_factors)
+        """
+        X = self._validate_rows(X)
+        return self._fold_in(X, class_prior)
+
+    def _fold_in(self, X, class_prior=None):
+        dtype = self.item_factors_.dtype
+        if class_prior is not None:
+            class_prior = np.asarray(class_prior, dtype=np.float64)
+            if class_prior.shape != (X.shape[0],):
+                raise ValueError(
+                    f"class_prior must have shape ({X.shape[0]},), got {class_prior.shape}"
+                )
+        row_weight, extra, rhs = self._terms(X, class_prior, dtype)
+        indptr = X.indptr.astype(np.int64)
+        reg = (
+            float(self.regularization)
+            * regularization_scale(
+                np.diff(indptr), self._offset(), self.n_items_, self.reg_exponent
+            )
+        ).astype(dtype)
+        n_threads = resolve_n_jobs(self.n_jobs)
+        bounds = chunk_bounds(indptr, int(self.n_factors), _CHUNKS_PER_THREAD * n_threads)
+        side = (indptr, X.indices.astype(np.int64), extra, rhs, row_weight, reg, bounds)
+        P = np.zeros((X.shape[0], self.item_factors_.shape[1]), dtype=dtype)
+        self._half_step(side, P, self.item_factors_, None, "fold-in", "user", exact=True)
+        return P
+
+    def _scores(self, X):
+        P = self._fold_in(X)
+        with blas_threads(self.n_jobs):
+            return P @ self.item_factors_.T
+
+    def _user_scores(self, X, user_ids=None):
+        if user_ids is None:
+            return self._scores(X)
+        with blas_threads(self.n_jobs):
+            return self.user_factors_[np.asarray(user_ids)] @ self.item_factors_.T
+
+    def _evaluation_factors(self, X_rows, user_ids=None):
+        """Factors whose product is ``_user_scores`` (lets evaluate rank tile by tile)."""
+        if user_ids is None:
+            return self._fold_in(X_rows), self.item_factors_
+        return self.user_factors_[np.asarray(user_ids)], self.item_factors_
+
+    def _similar_item_scores(self, item_ids):
+        Q = self.item_factors_.astype(np.float64)
+        norms = np.linalg.norm(Q, axis=1)
+        norms[norms == 0] = 1.0
+        with blas_threads(self.n_jobs):
+            return (Q[item_ids] / norms[item_ids, None]) @ (Q / norms[:, None]).T

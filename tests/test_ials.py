@@ -1,0 +1,431 @@
+"""IALS: numba row solvers against a slow dense float64 reference written from the objectives."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from linrec._kernels.als import chunk_bounds, data_term, solve_block, solve_cg, solve_cholesky
+from linrec.ials import IALS, objective_terms
+from linrec.metrics import evaluate
+
+from conftest import random_interactions
+from contract import RecommenderContract
+
+# ---------------------------------------------------------------------------- reference
+# Each objective written literally from THEORY.md, on dense matrices, in float64.
+
+
+def _prior(X, K, class_prior):
+    n_u = np.diff(X.indptr).astype(float)
+    return K * n_u / X.shape[1] if class_prior is None else np.asarray(class_prior, float)
+
+
+def formula_objective(X, P, Q, p):
+    """J(P, Q) straight from the per-pair formulas (loops over users, exact means)."""
+    Xd = X.toarray()
+    pos = Xd > 0
+    n_users = Xd.shape[0]
+    Y = P @ Q.T
+    w = p["unobserved_weight"]
+    total = 0.0
+    tau = _prior(X, p.get("prior_inflation", 1.0), p.get("class_prior"))
+    for u in range(n_users):
+        yp = Y[u, pos[u]]
+        if p["objective"] == "rendle":
+            total += np.sum((1 - yp) ** 2) + w * np.sum(Y[u] ** 2)
+        elif p["objective"] == "hu":
+            conf = 1 + p.get("confidence_scale", 0.0) * Xd[u, pos[u]]
+            total += np.sum(conf * (1 - yp) ** 2) + w * np.sum(Y[u, ~pos[u]] ** 2)
+        elif p["objective"] == "debiased_chuang":
+            neg = np.mean(Y[u] ** 2) - tau[u] * np.mean(yp**2)
+            for y in yp:
+                total += (1 - y) ** 2 + w / (1 - tau[u]) * neg
+        elif p["objective"] == "debiased_pu":
+            neg = np.mean(Y[u] ** 2) - tau[u] * np.mean(yp**2)
+            for y in yp:
+                total += tau[u] * (1 - y) ** 2 + w * neg
+    r_u, r_i = reg_scales(X, p)
+    total += p["regularization"] * (r_u @ np.sum(P**2, 1) + r_i @ np.sum(Q**2, 1))
+    return total
+
+
+def reg_scales(X, p):
+    off = p.get("reg_frequency_offset")
+    off = p["unobserved_weight"] if off is None else off
+    nu = p.get("reg_exponent", 0.0)
+    n_u = np.diff(X.indptr).astype(float)
+    n_i = np.bincount(X.indices, minlength=X.shape[1]).astype(float)
+    return (n_u + off * X.shape[1]) ** nu, (n_i + off * X.shape[0]) ** nu
+
+
+def dense_coefficients(X, p):
+    """J = sum_uj M_uj y_uj^2 - 2 L_uj y_uj + sum L + reg: M, L read off the formulas."""
+    Xd = X.toarray()
+    pos = (Xd > 0).astype(float)
+    n = Xd.shape[1]
+    n_u = pos.sum(1)
+    w = p["unobserved_weight"]
+    tau = _prior(X, p.get("prior_inflation", 1.0), p.get("class_prior"))
+    if p["objective"] == "rendle":
+        M = pos + w
+        L = pos
+    elif p["objective"] == "hu":
+        conf = 1 + p.get("confidence_scale", 0.0) * Xd
+        M = pos * conf + w * (1 - pos)
+        L = pos * conf
+    elif p["objective"] == "debiased_chuang":
+        # n_u pairs each add w/(1-tau) (1/n sum_j y^2 - tau/n_u sum_k y_k^2)
+        M = pos + (n_u * w / ((1 - tau) * n))[:, None] - pos * (w * tau / (1 - tau))[:, None]
+        L = pos
+    else:
+        M = pos * tau[:, None] + (n_u * w / n)[:, None] - pos * (w * tau)[:, None]
+        L = pos * tau[:, None]
+    return M, L
+
+
+def coefficient_objective(X, P, Q, p):
+    M, L = dense_coefficients(X, p)
+    Y = P @ Q.T
+    r_u, r_i = reg_scales(X, p)
+    reg = p["regularization"] * (r_u @ np.sum(P**2, 1) + r_i @ np.sum(Q**2, 1))
+    return np.sum(M * Y**2 - 2 * L * Y) + L.sum() + reg
+
+
+def reference_als(X, P, Q, p, n_epochs):
+    """Dense ALS: each row solves (F^T diag(M_row) F + lam r I) x = F^T L_row exactly."""
+    M, L = dense_coefficients(X, p)
+    r_u, r_i = reg_scales(X, p)
+    lam = p["regularization"]
+    P, Q = P.astype(float).copy(), Q.astype(float).copy()
+    d = P.shape[1]
+    iterates = []
+    for _ in range(n_epochs):
+        for u in range(P.shape[0]):
+            A = Q.T @ (M[u][:, None] * Q) + lam * r_u[u] * np.eye(d)
+            P[u] = np.linalg.solve(A, Q.T @ L[u])
+        for i in range(Q.shape[0]):
+            A = P.T @ (M[:, i][:, None] * P) + lam * r_i[i] * np.eye(d)
+            Q[i] = np.linalg.solve(A, P.T @ L[:, i])
+        iterates.append((P.copy(), Q.copy()))
+    return iterates
+
+
+OBJECTIVE_PARAMS = [
+    dict(objective="rendle", unobserved_weight=0.3, regularization=0.05),
+    dict(objective="rendle", unobserved_weight=0.2, regularization=0.01, reg_exponent=1.0),
+    dict(objective="hu", unobserved_weight=1.0, confidence_scale=4.0, regularization=0.1),
+    dict(
+        objective="hu",
+        unobserved_weight=0.5,
+        regularization=0.1,
+        reg_exponent=0.5,
+        reg_frequency_offset=0.0,
+    ),
+    dict(
+        objective="debiased_chuang",
+        unobserved_weight=0.8,
+        prior_inflation=1.25,
+        regularization=0.05,
+    ),
+    dict(objective="debiased_pu", unobserved_weight=0.6, prior_inflation=1.5, regularization=0.05),
+]
+
+
+def _counts(rng, n_users=40, n_items=30, density=0.2):
+    X = random_interactions(rng, n_users, n_items, density, binary=False)
+    X.data = np.ceil(X.data * 4).astype(np.float32)  # counts 1..4 for the Hu confidence
+    return X
+
+
+def _fit_with_iterates(X, params, solver="cholesky", n_epochs=3, d=5, seed=0, **extra):
+    iterates = []
+
+    def keep(model, epoch):
+        iterates.append((model.user_factors_.copy(), model.item_factors_.copy()))
+
+    rng = np.random.default_rng(seed)
+    P0 = rng.standard_normal((X.shape[0], d)) * 0.3
+    Q0 = rng.standard_normal((X.shape[1], d)) * 0.3
+    model = IALS(
+        n_factors=d, solver=solver, n_epochs=n_epochs, dtype="float64", n_jobs=2, **params, **extra
+    )
+    model.fit(X, callback=keep, initial_factors=(P0, Q0))
+    return model, iterates, (P0, Q0)
+
+
+# ---------------------------------------------------------------------------- objectives
+@pytest.mark.parametrize("params", OBJECTIVE_PARAMS, ids=lambda p: p["objective"])
+def test_coefficients_match_formula_objective(rng, params):
+    X = _counts(rng)
+    P = rng.standard_normal((X.shape[0], 4))
+    Q = rng.standard_normal((X.shape[1], 4))
+    assert coefficient_objective(X, P, Q, params) == pytest.approx(
+        formula_objective(X, P, Q, params), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize("params", OBJECTIVE_PARAMS, ids=lambda p: p["objective"])
+def test_cholesky_iterates_equal_dense_reference(rng, params):
+    X = _counts(rng)
+    model, iterates, (P0, Q0) = _fit_with_iterates(X, params)
+    ref = reference_als(X, P0, Q0, params, 3)
+    for (P, Q), (Pr, Qr), obj in zip(iterates, ref, model.objective_):
+        np.testing.assert_allclose(P, Pr, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(Q, Qr, rtol=0, atol=1e-10)
+        # the Gram-trick objective equals the literal formula at every epoch
+        assert obj == pytest.approx(formula_objective(X, P, Q, params), rel=1e-10)
+    # stored user factors are the exact fold-in (one more exact user step)
+    np.testing.assert_allclose(model.transform(X), model.user_factors_, atol=1e-12)
+
+
+def test_class_prior_array_matches_reference(rng):
+    X = _counts(rng)
+    tau = rng.uniform(0.05, 0.4, size=X.shape[0])
+    for objective in ("debiased_chuang", "debiased_pu"):
+        params = dict(
+            objective=objective, unobserved_weight=0.7, regularization=0.05, class_prior=tau
+        )
+        model, iterates, (P0, Q0) = _fit_with_iterates(X, params, n_epochs=2)
+        ref = reference_als(X, P0, Q0, params, 2)
+        np.testing.assert_allclose(iterates[-1][1], ref[-1][1], atol=1e-10)
+        assert model.objective_[-1] == pytest.approx(
+            formula_objective(X, *iterates[-1], params), rel=1e-10
+        )
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg", "ialspp"])
+@pytest.mark.parametrize("params", OBJECTIVE_PARAMS[::2], ids=lambda p: p["objective"])
+def test_objective_never_increases(rng, params, solver):
+    X = _counts(rng, 50, 35)
+    model, _, _ = _fit_with_iterates(
+        X, params, solver=solver, n_epochs=8, d=6, block_size=2, cg_steps=2
+    )
+    obj = np.asarray(model.objective_)
+    assert np.all(np.diff(obj) <= 1e-12 * abs(obj[0])), obj
+
+
+# ---------------------------------------------------------------------------- kernels
+def _system(rng, params, d=7, dtype=np.float64):
+    X = _counts(rng, 30, 25, 0.3)
+    row_weight, extra, rhs = objective_terms(
+        X,
+        params["objective"],
+        unobserved_weight=params["unobserved_weight"],
+        confidence_scale=params.get("confidence_scale", 0.0),
+        prior_inflation=params.get("prior_inflation", 1.0),
+        dtype=dtype,
+    )
+    Q = rng.standard_normal((X.shape[1], d)).astype(dtype)
+    P0 = rng.standard_normal((X.shape[0], d)).astype(dtype)
+    reg = np.full(X.shape[0], 0.1, dtype=dtype)
+    gram = np.ascontiguousarray(Q.T @ Q)
+    indptr = X.indptr.astype(np.int64)
+    args = (indptr, X.indices.astype(np.int64), extra, rhs, row_weight, reg, gram, Q)
+    return X, args, P0, chunk_bounds(indptr, d, 4)
+
+
+def _row_objective(args, P):
+    indptr, indices, extra, rhs, c, reg, gram, Q = args
+    vals = []
+    for u in range(P.shape[0]):
+        x = P[u]
+        sl = slice(indptr[u], indptr[u + 1])
+        y = Q[indices[sl]] @ x
+        vals.append(
+            c[u] * x @ gram @ x + np.sum(extra[sl] * y**2 - 2 * rhs[sl] * y) + reg[u] * x @ x
+        )
+    return np.asarray(vals)
+
+
+@pytest.mark.parametrize("params", OBJECTIVE_PARAMS[::2], ids=lambda p: p["objective"])
+def test_cholesky_kernel_solves_normal_equations(rng, params):
+    _, args, P0, bounds = _system(rng, params)
+    indptr, indices, extra, rhs, c, reg, gram, Q = args
+    P = P0.copy()
+    status = np.zeros(P.shape[0], np.int8)
+    solve_cholesky(*args, P, bounds, status)
+    assert not status.any()
+    for u in range(P.shape[0]):
+        sl = slice(indptr[u], indptr[u + 1])
+        Qu = Q[indices[sl]]
+        A = c[u] * gram + Qu.T @ (extra[sl][:, None] * Qu) + reg[u] * np.eye(Q.shape[1])
+        np.testing.assert_allclose(P[u], np.linalg.solve(A, Qu.T @ rhs[sl]), atol=1e-11)
+
+
+@pytest.mark.parametrize("params", OBJECTIVE_PARAMS[::2], ids=lambda p: p["objective"])
+def test_cg_and_block_converge_to_cholesky(rng, params):
+    _, args, P0, bounds = _system(rng, params)
+    exact = P0.copy()
+    status = np.zeros(P0.shape[0], np.int8)
+    solve_cholesky(*args, exact, bounds, status)
+    f0 = _row_objective(args, P0)
+    cg_err, block_err = [], []
+    for steps in (1, 3, 7, 20):
+        P = P0.copy()
+        solve_cg(*args, P, bounds, steps, 20, status)
+        assert not status.any()
+        cg_err.append(np.abs(P - exact).max())
+        assert np.all(_row_objective(args, P) <= f0 + 1e-12)
+    for sweeps in (1, 3, 10, 300):
+        P = P0.copy()
+        solve_block(*args, P, bounds, 2, sweeps, 20, status)
+        assert not status.any()
+        block_err.append(np.abs(P - exact).max())
+        assert np.all(_row_objective(args, P) <= f0 + 1e-12)
+    assert cg_err[-1] < 1e-9 and block_err[-1] < 1e-7, (cg_err, block_err)
+    assert cg_err[0] > cg_err[-1] and block_err[0] > block_err[1] > block_err[-1]
+    # one block of full size is the exact solve
+    P = P0.copy()
+    solve_block(*args, P, bounds, P.shape[1], 1, 20, status)
+    np.testing.assert_allclose(P, exact, atol=1e-11)
+
+
+def test_data_term_matches_numpy(rng):
+    params = OBJECTIVE_PARAMS[2]
+    X, args, P0, bounds = _system(rng, params, dtype=np.float32)
+    indptr, indices, extra, rhs, _, _, _, Q = args
+    got = data_term(indptr, indices, extra, rhs, P0, Q, bounds)
+    rows = np.repeat(np.arange(X.shape[0]), np.diff(indptr))
+    y = np.einsum("nd,nd->n", P0[rows].astype(float), Q[indices].astype(float))
+    want = np.sum(extra * y**2 - 2 * rhs * y + rhs.astype(float))
+    assert got == pytest.approx(want, rel=1e-10)
+
+
+# ---------------------------------------------------------------------------- estimator
+def test_float32_default_close_to_float64(rng):
+    X = random_interactions(rng, 80, 50)
+    m32 = IALS(n_factors=8, n_epochs=4, random_state=1, n_jobs=1, solver="cholesky").fit(X)
+    m64 = IALS(
+        n_factors=8, n_epochs=4, random_state=1, n_jobs=1, solver="cholesky", dtype="float64"
+    ).fit(X)
+    assert m32.user_factors_.dtype == np.float32 and m64.item_factors_.dtype == np.float64
+    np.testing.assert_allclose(m32.item_factors_, m64.item_factors_, atol=1e-3)
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg", "ialspp"])
+def test_deterministic(rng, solver):
+    X = random_interactions(rng, 80, 50)
+    kw = dict(n_factors=8, n_epochs=3, solver=solver, random_state=3, n_jobs=2, block_size=3)
+    a = IALS(**kw).fit(X)
+    b = IALS(**kw).fit(X)
+    np.testing.assert_array_equal(a.item_factors_, b.item_factors_)
+    np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
+    assert a.objective_ == b.objective_
+
+
+def test_transform_folds_in_new_users(rng):
+    X = random_interactions(rng, 80, 50)
+    params = dict(objective="debiased_chuang", unobserved_weight=0.5, regularization=0.1)
+    model = IALS(n_factors=6, n_epochs=3, random_state=0, dtype="float64", **params).fit(X)
+    new = random_interactions(np.random.default_rng(5), 7, 50)
+    new = sp.vstack([new, sp.csr_matrix((1, 50))]).tocsr()  # plus one empty history
+    P = model.transform(new)
+    M, L = dense_coefficients(new[:-1], params)  # the reference needs non-empty rows
+    Q = model.item_factors_
+    for u in range(new.shape[0] - 1):
+        A = Q.T @ (M[u][:, None] * Q) + 0.1 * np.eye(6)
+        np.testing.assert_allclose(P[u], np.linalg.solve(A, Q.T @ L[u]), atol=1e-10)
+    assert np.all(P[-1] == 0)
+    np.testing.assert_allclose(model.predict(new), P @ Q.T, atol=1e-12)
+
+
+def test_recommend_similar_and_save_load(rng, tmp_path):
+    X = random_interactions(rng, 80, 50)
+    model = IALS(n_factors=6, n_epochs=3, random_state=0).fit(X)
+    ids, _ = model.recommend(X[:5], k=5)
+    assert ids.shape == (5, 5)
+    assert not any(set(ids[r]) & set(X[r].indices) for r in range(5))
+    _, sim = model.similar_items([0, 3], k=4)
+    Q = model.item_factors_.astype(float)
+    Qn = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+    np.testing.assert_allclose(sim[0], np.sort(np.delete(Qn @ Qn[0], 0))[::-1][:4], atol=1e-6)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    loaded = IALS.load(path)
+    np.testing.assert_array_equal(loaded.predict(X[:4]), model.predict(X[:4]))
+
+
+def test_validation_early_stopping_and_callback(rng):
+    X = random_interactions(rng, 120, 60, density=0.2)
+    rows, cols = X.nonzero()
+    held = rng.random(rows.size) < 0.2
+    train = sp.csr_matrix((np.ones((~held).sum()), (rows[~held], cols[~held])), shape=X.shape)
+    keep = np.diff(train.indptr) > 0
+    train = train[keep]
+    val = sp.csr_matrix((np.ones(held.sum()), (rows[held], cols[held])), shape=X.shape)[keep]
+    seen, direct = [], []
+
+    def record(model, epoch):
+        # the validation recall equals linrec.metrics.evaluate on the current factors,
+        # and the LightGCN definition computed by hand
+        seen.append(epoch)
+        res = evaluate(model, train, val, k=(20,), metrics=("recall",), fold_in=False)
+        scores = model.user_factors_ @ model.item_factors_.T
+        scores[train.nonzero()] = -np.inf
+        users = np.flatnonzero(np.diff(val.indptr) > 0)
+        recall = []
+        for u in users:
+            top = np.lexsort((np.arange(scores.shape[1]), -scores[u]))[:20]
+            recall.append(np.isin(top, val[u].indices).sum() / val[u].nnz)
+        direct.append((res.mean("recall", 20), np.mean(recall)))
+
+    model = IALS(
+        n_factors=8, n_epochs=30, early_stopping_rounds=2, random_state=0, regularization=0.5
+    )
+    model.fit(train, validation_data=val, callback=record)
+    assert seen == list(range(1, model.n_epochs_ + 1))
+    assert model.n_epochs_ < 30
+    assert len(model.validation_scores_) == model.n_epochs_
+    assert model.validation_scores_[model.best_epoch_ - 1] == max(model.validation_scores_)
+    for got, (via_evaluate, by_hand) in zip(model.validation_scores_, direct):
+        assert got == pytest.approx(via_evaluate, abs=1e-12)
+        assert got == pytest.approx(by_hand, abs=1e-9)
+    stopped = IALS(n_factors=8, n_epochs=2, random_state=0).fit(train, callback=lambda m, e: e == 1)
+    assert stopped.n_epochs_ == 1
+
+
+def test_ill_posed_settings_raise_clear_errors(rng):
+    X = random_interactions(rng, 30, 10)
+    with pytest.raises(ValueError, match="regularization=0 with n_factors=12"):
+        IALS(n_factors=12, regularization=0.0).fit(X)
+    with pytest.raises(ValueError, match="negative weight"):
+        IALS(
+            objective="debiased_chuang", unobserved_weight=5.0, prior_inflation=3.0, n_factors=4
+        ).fit(X)
+    with pytest.raises(ValueError, match="tau_u < 1"):
+        IALS(objective="debiased_chuang", prior_inflation=50.0, n_factors=4).fit(X)
+    with pytest.raises(ValueError, match="confidence_scale"):
+        IALS(confidence_scale=2.0).fit(X)
+    with pytest.raises(ValueError, match="solver"):
+        IALS(solver="lu").fit(X)
+    with pytest.raises(ValueError, match="class_prior"):
+        IALS(objective="debiased_pu", class_prior=np.full(3, 0.1)).fit(X)
+    # overflowing weights in float32: a named error, never NaN factors
+    with pytest.raises((FloatingPointError, np.linalg.LinAlgError), match="epoch 1"):
+        IALS(
+            objective="hu",
+            confidence_scale=1e38,
+            unobserved_weight=1.0,
+            n_factors=4,
+            regularization=1e-3,
+        ).fit(X * 3)
+
+
+class TestIALSContract(RecommenderContract):
+    expected_failed_checks: ClassVar[dict[str, str]] = {
+        **RecommenderContract.expected_failed_checks,
+        "check_transformer_preserve_dtypes": (
+            "factors follow the dtype parameter (float32 by default), as every linrec model"
+        ),
+        "check_transformer_data_not_an_array": (
+            "linrec._validation.check_interactions calls np.asarray on sklearn's _NotAnArray, "
+            "whose __array_function__ refuses it (shared validation, reported to the lead)"
+        ),
+    }
+
+    def make_estimator(self):
+        return IALS(n_factors=4, n_epochs=2, random_state=0, n_jobs=1)
