@@ -195,7 +195,7 @@ def implicit_params(
 
 
 def spark_params(rank=10, reg_param=0.1, alpha=1.0, max_iter=10) -> dict:
-    """IALS arguments of Spark MLlib ALS(implicitPrefs=True): c = 1 + alpha |r|, lam n_u."""
+    """IALS arguments of Spark MLlib ALS(implicitPrefs=True): ``c = 1 + alpha |r|``, ``lam n_u``."""
     return dict(
         objective="hu",
         n_factors=rank,
@@ -232,9 +232,9 @@ class EquivalenceReport:
     Attributes
     ----------
     max_rel_factor_diff : float
-        max |s F_a - F_b| / max |F_b| over user and item factors.
+        ``max |s F_a - F_b| / max |F_b|`` over user and item factors.
     max_score_diff : float
-        max |s^2 y_a - y_b| / max |y_b| over the checked users' scores.
+        ``max |s^2 y_a - y_b| / max |y_b|`` over the checked users' scores.
     top_k_overlap : float
         Mean fraction of shared top-k items (seen items excluded).
     rankings_identical : bool

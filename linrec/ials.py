@@ -187,7 +187,7 @@ def _transpose_order(X: sp.csr_matrix):
 class IALS(TransformerMixin, BaseRecommender):
     """Implicit alternating least squares over the weighted iALS family.
 
-    Minimises, over user factors ``P`` and item factors ``Q`` (score ``y_ui = p_u . q_i``),
+    Minimises, over user factors ``P`` and item factors ``Q`` (score ``y_ui = p_u . q_i``)::
 
         J = sum_u s_u [ sum_{i in I_u+} ((1 - y_ui)^2 - c_u (K - 1) y_ui^2)
                         + c_u sum_{j not in I_u+} y_uj^2 ]
@@ -281,7 +281,7 @@ class IALS(TransformerMixin, BaseRecommender):
     defaults above are generic starting values, not tuned ones.
 
     Fit-time validation ranks all items by ``user_factors . item_factors`` with the training
-    items excluded and reports mean Recall@k = hits / |held-out items| over users with
+    items excluded and reports mean Recall@k = ``hits / |held-out items|`` over users with
     held-out items (the LightGCN protocol).
 
     References
