@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from linrec._memory import PeakMemory, format_bytes
 from linrec._registry import MODELS, make_model
 from linrec._version import __version__
@@ -108,8 +106,9 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         required=True,
-        help="a LightGCN-format folder (train.txt, test.txt) or a delimited interaction file "
-        "(user, item[, weight[, timestamp]]), split at random per user",
+        help="a LightGCN-format folder (train.txt, test.txt), the Last.fm folder (data1.txt, "
+        "test1.txt) or a delimited interaction file (user, item[, weight[, timestamp]]), "
+        "split at random per user",
     )
     parser.add_argument(
         "--model",
@@ -135,6 +134,10 @@ def _load_split(path: str, test_fraction: float, seed: int):
 
     p = Path(path)
     if p.is_dir():
+        if (p / "data1.txt").exists() and (p / "test1.txt").exists():
+            from linrec.datasets import load_lastfm
+
+            return load_lastfm(p)
         if not (p / "train.txt").exists():
             raise SystemExit(f"linrec: {p} has no train.txt (LightGCN format expected)")
         return load_lightgcn(p)
@@ -189,7 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
-    np.set_printoptions(precision=4)
     try:
         return int(args.run(args) or 0)
     except (ValueError, MemoryError) as exc:
