@@ -377,7 +377,7 @@ class SparkIALS(BaseEstimator):
                     f"weight column {self.weight_col!r} not in the DataFrame "
                     f"(columns: {df.columns})"
                 )
-            if not df.schema[self.weight_col].dataType.typeName() in (
+            if df.schema[self.weight_col].dataType.typeName() not in (
                 "byte",
                 "short",
                 "integer",
