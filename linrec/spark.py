@@ -361,7 +361,7 @@ class SparkIALS(BaseEstimator):
 
     # ------------------------------------------------------------------ input
     def _prepare(self, df, item_ids):
-        """Validate and deduplicate the rows; returns (entries, user ids, item ids, kinds)."""
+        """Validate and deduplicate the rows; returns (entries, user ids, item ids, nnz)."""
         from pyspark.sql import DataFrame
         from pyspark.sql import functions as F
 
@@ -417,7 +417,9 @@ class SparkIALS(BaseEstimator):
                 f"[{stats['min_w']}, {stats['max_w']}]"
             )
         entries = rows.groupBy("u", "i").agg(F.sum("w").alias("w")).where(F.col("w") != 0).persist()
-        users = _as_id_array([r[0] for r in entries.select("u").distinct().collect()], user_kind)
+        per_user = entries.groupBy("u").count().collect()
+        users = _as_id_array([r[0] for r in per_user], user_kind)
+        nnz = int(sum(r[1] for r in per_user))
         data_items = _as_id_array(
             [r[0] for r in entries.select("i").distinct().collect()], item_kind
         )
@@ -435,7 +437,7 @@ class SparkIALS(BaseEstimator):
                     f"{missing.size} item id(s) of the data are not in item_ids "
                     f"(first: {missing[0]!r})"
                 )
-        return entries, users, items
+        return entries, users, items, nnz
 
     # ------------------------------------------------------------------ fit
     def fit(self, df, *, item_ids=None, initial_factors=None):
@@ -483,12 +485,11 @@ class SparkIALS(BaseEstimator):
         t_setup = time.perf_counter()
         spark = df.sparkSession
         sc = spark.sparkContext
-        entries, users, items = self._prepare(df, item_ids)
+        entries, users, items, nnz = self._prepare(df, item_ids)
         n_users, n_items = users.size, items.size
         model._check_params(n_users, n_items)
         dtype = model._fit_dtype()
         d = int(model.n_factors)
-        nnz = entries.count()
         n_blocks = self.n_blocks
         if n_blocks is None:
             n_blocks = max(sc.defaultParallelism, -(-nnz // _ENTRIES_PER_BLOCK))
@@ -513,18 +514,21 @@ class SparkIALS(BaseEstimator):
             "block_size": min(int(model.block_size), d),
             "block_sweeps": int(model.block_sweeps),
         }
-        sides = {}
+        sides, cached = {}, []
         for key, other, n_rows in (("u", "i", n_users), ("i", "u", n_items)):
             packed = terms.groupBy(F.pmod(F.col(key), F.lit(n_blocks))).applyInPandas(
                 _pack_function(key, other, n_rows, n_blocks, config),
                 schema="block int, payload binary",
             )
-            blocks = packed.rdd.map(lambda row: (row.block, pickle.loads(row.payload)))
+            blocks = packed.rdd.map(lambda row: (row.block, pickle.loads(row.payload))).persist()
+            # Collecting the block ids also fills the cache.
             present = set(blocks.keys().collect())
             # Blocks without any interaction (only when there are more blocks than rows
             # with data) still own rows (empty items of the catalogue): pack them here.
             absent = [b for b in range(n_blocks) if b not in present and b < n_rows]
+            cached.append(blocks)
             if absent:
+                # A union reads the cached blocks from the cache: no second copy.
                 blocks = blocks.union(
                     sc.parallelize(
                         [
@@ -534,8 +538,7 @@ class SparkIALS(BaseEstimator):
                         len(absent),
                     )
                 )
-            sides[key] = blocks.persist()
-            sides[key].count()
+            sides[key] = blocks
         terms.unpersist()
         entries.unpersist()
         self.setup_time_ = time.perf_counter() - t_setup
@@ -604,7 +607,7 @@ class SparkIALS(BaseEstimator):
         finally:
             for bc in (bc_P, bc_Q, bc_users, bc_items):
                 bc.destroy()
-            for blocks in sides.values():
+            for blocks in cached:
                 blocks.unpersist()
 
         model.user_factors_ = P
