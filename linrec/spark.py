@@ -486,6 +486,13 @@ class SparkIALS(BaseEstimator):
         spark = df.sparkSession
         sc = spark.sparkContext
         entries, users, items, nnz = self._prepare(df, item_ids)
+        logger.info(
+            "checked and indexed %d interactions of %d users and %d items: %.1f s",
+            nnz,
+            users.size,
+            items.size,
+            time.perf_counter() - t_setup,
+        )
         n_users, n_items = users.size, items.size
         model._check_params(n_users, n_items)
         dtype = model._fit_dtype()
@@ -539,6 +546,7 @@ class SparkIALS(BaseEstimator):
                     )
                 )
             sides[key] = blocks
+            logger.info("%s blocks packed: %.1f s", key, time.perf_counter() - t_setup)
         terms.unpersist()
         entries.unpersist()
         self.setup_time_ = time.perf_counter() - t_setup
