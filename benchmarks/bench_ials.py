@@ -105,12 +105,12 @@ def run_implicit(train, params, d, use_cg, epochs, threads, cg_steps):
         factors=d,
         iterations=epochs,
         use_cg=use_cg,
-        cg_steps=cg_steps,
         num_threads=threads,
         random_state=0,
         calculate_training_loss=False,
         **params,
     )
+    model.cg_steps = cg_steps  # an attribute, not a constructor argument, in 0.7.3
     # implicit's own advice: one BLAS thread (its solvers are OpenMP-parallel)
     with threadpool_limits(1, "blas"), PeakMemory() as mem:
         t0 = time.perf_counter()

@@ -6,5 +6,21 @@ Public API is re-exported here; implementation lives in private modules.
 from linrec._base import BaseRecommender, load
 from linrec._version import __version__
 from linrec.baselines import ItemKNN, MostPopular
+from linrec.datasets import IdMap, load_interactions, load_lightgcn, make_implicit
+from linrec.metrics import evaluate
+from linrec.model_selection import UserKFold, fold_in_split
 
-__all__ = ["BaseRecommender", "ItemKNN", "MostPopular", "__version__", "load"]
+__all__ = [
+    "BaseRecommender",
+    "IdMap",
+    "ItemKNN",
+    "MostPopular",
+    "UserKFold",
+    "__version__",
+    "evaluate",
+    "fold_in_split",
+    "load",
+    "load_interactions",
+    "load_lightgcn",
+    "make_implicit",
+]

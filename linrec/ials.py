@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from sklearn.base import TransformerMixin
 from tqdm.auto import tqdm
 
-from linrec._base import BaseRecommender, batch_rows
+from linrec._base import BaseRecommender
 from linrec._kernels.als import (
     chunk_bounds,
     data_term,
@@ -25,7 +25,6 @@ from linrec._kernels.als import (
     solve_cg,
     solve_cholesky,
 )
-from linrec._kernels.topk import hit_matrix, topk_rows
 from linrec._threading import blas_threads, numba_threads, resolve_n_jobs
 from linrec._validation import check_interactions, check_random_state_seed
 
@@ -275,6 +274,11 @@ class IALS(TransformerMixin, BaseRecommender):
     O(block_sweeps (n_u d b + d b^2 + d^2)) for ``"ialspp"`` with block size b. Memory:
     the factors, two arrays of nnz weights in each orientation, and per-thread scratch of
     O(d^2 + max n_u). The final exact user step costs one Cholesky half-step.
+
+    Settings that worked on Gowalla (LightGCN split, tuned on a validation split of the
+    training file, see benchmarks/RESULTS.md): ``objective="rendle",
+    unobserved_weight=0.003, regularization=0.01, reg_exponent=1`` with 4-6 epochs; the
+    defaults above are generic starting values, not tuned ones.
 
     Fit-time validation ranks all items by ``user_factors . item_factors`` with the training
     items excluded and reports mean Recall@k = hits / |held-out items| over users with
@@ -544,7 +548,7 @@ class IALS(TransformerMixin, BaseRecommender):
             message = f"epoch {epoch}: objective {self.objective_[-1]:.6g}"
             stop = False
             if val is not None:
-                recall = self._validation_recall(X, val, P, Q)
+                recall = self._validation_recall(X, val)
                 self.validation_scores_.append(recall)
                 message += f", validation Recall@{self.validation_k} {recall:.5f}"
                 if recall > best[0]:
@@ -664,23 +668,19 @@ class IALS(TransformerMixin, BaseRecommender):
         reg += float(np.dot(item_reg.astype(np.float64), np.einsum("id,id->i", Q64, Q64)))
         return all_entries + observed + reg
 
-    def _validation_recall(self, X, val, P, Q):
-        """Mean Recall@k (hits / |held-out|) of users with held-out items, train excluded."""
-        users = np.flatnonzero(np.diff(val.indptr) > 0)
+    def _validation_recall(self, X, val):
+        """Mean Recall@k (hits / |held-out|) of users with held-out items, train excluded.
+
+        Scores the current (fitted-so-far) user and item factors through
+        :func:`linrec.metrics.evaluate`.
+        """
+        from linrec.metrics import evaluate
+
         k = int(self.validation_k)
-        step = batch_rows(Q.shape[0], None, itemsize=P.itemsize)
-        total = 0.0
-        for start in range(0, users.size, step):
-            rows = users[start : start + step]
-            with blas_threads(self.n_jobs):
-                scores = P[rows] @ Q.T
-            Xb = X[rows]
-            Vb = val[rows]
-            with numba_threads(self.n_jobs):
-                top, _ = topk_rows(scores, k, Xb.indptr, Xb.indices, np.ones(1, np.bool_), False)
-                hits = hit_matrix(top, Vb.indptr, Vb.indices)
-            total += float(np.sum(hits.sum(axis=1) / np.diff(Vb.indptr)))
-        return total / max(users.size, 1)
+        result = evaluate(
+            self, X, val, k=(k,), metrics=("recall",), fold_in=False, n_jobs=self.n_jobs
+        )
+        return float(result.mean("recall", k))
 
     # ------------------------------------------------------------------ inference
     def transform(self, X, *, class_prior=None):
@@ -734,6 +734,12 @@ class IALS(TransformerMixin, BaseRecommender):
             return self._scores(X)
         with blas_threads(self.n_jobs):
             return self.user_factors_[np.asarray(user_ids)] @ self.item_factors_.T
+
+    def _evaluation_factors(self, X_rows, user_ids=None):
+        """Factors whose product is ``_user_scores`` (lets evaluate rank tile by tile)."""
+        if user_ids is None:
+            return self._fold_in(X_rows), self.item_factors_
+        return self.user_factors_[np.asarray(user_ids)], self.item_factors_
 
     def _similar_item_scores(self, item_ids):
         Q = self.item_factors_.astype(np.float64)

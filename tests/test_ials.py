@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from linrec._kernels.als import chunk_bounds, data_term, solve_block, solve_cg, solve_cholesky
 from linrec.ials import IALS, objective_terms
+from linrec.metrics import evaluate
 
 from conftest import random_interactions
 from contract import RecommenderContract
@@ -354,16 +357,33 @@ def test_validation_early_stopping_and_callback(rng):
     keep = np.diff(train.indptr) > 0
     train = train[keep]
     val = sp.csr_matrix((np.ones(held.sum()), (rows[held], cols[held])), shape=X.shape)[keep]
-    seen = []
+    seen, direct = [], []
+
+    def record(model, epoch):
+        # the validation recall equals linrec.metrics.evaluate on the current factors,
+        # and the LightGCN definition computed by hand
+        seen.append(epoch)
+        res = evaluate(model, train, val, k=(20,), metrics=("recall",), fold_in=False)
+        scores = model.user_factors_ @ model.item_factors_.T
+        scores[train.nonzero()] = -np.inf
+        users = np.flatnonzero(np.diff(val.indptr) > 0)
+        recall = []
+        for u in users:
+            top = np.lexsort((np.arange(scores.shape[1]), -scores[u]))[:20]
+            recall.append(np.isin(top, val[u].indices).sum() / val[u].nnz)
+        direct.append((res.mean("recall", 20), np.mean(recall)))
+
     model = IALS(
         n_factors=8, n_epochs=30, early_stopping_rounds=2, random_state=0, regularization=0.5
     )
-    model.fit(train, validation_data=val, callback=lambda m, e: seen.append(e))
+    model.fit(train, validation_data=val, callback=record)
     assert seen == list(range(1, model.n_epochs_ + 1))
     assert model.n_epochs_ < 30
     assert len(model.validation_scores_) == model.n_epochs_
     assert model.validation_scores_[model.best_epoch_ - 1] == max(model.validation_scores_)
-    # the validation recall equals a direct computation with the kept factors
+    for got, (via_evaluate, by_hand) in zip(model.validation_scores_, direct):
+        assert got == pytest.approx(via_evaluate, abs=1e-12)
+        assert got == pytest.approx(by_hand, abs=1e-9)
     stopped = IALS(n_factors=8, n_epochs=2, random_state=0).fit(train, callback=lambda m, e: e == 1)
     assert stopped.n_epochs_ == 1
 
@@ -396,7 +416,7 @@ def test_ill_posed_settings_raise_clear_errors(rng):
 
 
 class TestIALSContract(RecommenderContract):
-    expected_failed_checks = {
+    expected_failed_checks: ClassVar[dict[str, str]] = {
         **RecommenderContract.expected_failed_checks,
         "check_transformer_preserve_dtypes": (
             "factors follow the dtype parameter (float32 by default), as every linrec model"

@@ -144,15 +144,44 @@ def _cholesky_solve(A, b, m):
 
 @njit(cache=True)
 def _gram_matvec(G, v, out, scale):
-    # out = scale * G v, axpy form over columns (G symmetric): vectorises without fastmath.
+    # out = scale * G v as row dot products, four rows per pass so v is loaded once for four
+    # rows (G is symmetric, rows are contiguous).
     d = v.shape[0]
-    for a in range(d):
-        out[a] = 0
-    for k in range(d):
-        vk = scale * v[k]
-        Gk = G[k]
+    a = 0
+    while a + 4 <= d:
+        s0, s1, s2, s3 = _dot4(G[a], G[a + 1], G[a + 2], G[a + 3], v, d)
+        out[a] = scale * s0
+        out[a + 1] = scale * s1
+        out[a + 2] = scale * s2
+        out[a + 3] = scale * s3
+        a += 4
+    while a < d:
+        out[a] = scale * _dot(G[a], v)
+        a += 1
+
+
+@njit(cache=True)
+def _add_sparse_product(Qu, extra, start, n_u, v, out):
+    # out += sum_k extra[start + k] * Qu[k] (Qu[k] . v): four rows at a time share the loads
+    # of v and one pass over out.
+    d = v.shape[0]
+    k = 0
+    while k + 4 <= n_u:
+        q0, q1, q2, q3 = Qu[k], Qu[k + 1], Qu[k + 2], Qu[k + 3]
+        s0, s1, s2, s3 = _dot4(q0, q1, q2, q3, v, d)
+        c0 = extra[start + k] * s0
+        c1 = extra[start + k + 1] * s1
+        c2 = extra[start + k + 2] * s2
+        c3 = extra[start + k + 3] * s3
         for a in range(d):
-            out[a] += Gk[a] * vk
+            out[a] += c0 * q0[a] + c1 * q1[a] + c2 * q2[a] + c3 * q3[a]
+        k += 4
+    while k < n_u:
+        q = Qu[k]
+        c = extra[start + k] * _dot(q, v)
+        for a in range(d):
+            out[a] += c * q[a]
+        k += 1
 
 
 @njit(parallel=True, cache=True)
@@ -277,11 +306,7 @@ def solve_cg(
                 _gram_matvec(gram, p, Ap, cu)
                 for a in range(d):
                     Ap[a] += reg * p[a]
-                for k in range(n_u):
-                    q = Qu[k]
-                    coef = extra[start + k] * _dot(q, p)
-                    for a in range(d):
-                        Ap[a] += coef * q[a]
+                _add_sparse_product(Qu, extra, start, n_u, p, Ap)
                 pAp = _dot(p, Ap)
                 if not pAp > 0:
                     status[u] = 1
@@ -325,19 +350,23 @@ def solve_block(
         g = np.empty(block_size, dtype=factors.dtype)
         Gx = np.empty(d, dtype=factors.dtype)
         pred = np.empty(max(max_row, 1), dtype=factors.dtype)
+        Qu = np.empty((max(max_row, 1), d), dtype=factors.dtype)
         for u in range(bounds[c], bounds[c + 1]):
             start = indptr[u]
             end = indptr[u + 1]
+            n_u = end - start
             status[u] = 0
-            if start == end:
+            if n_u == 0:
                 factors[u, :] = 0
                 continue
             x = factors[u]
             cu = row_weight[u]
             reg = row_reg[u]
-            # predictions of the observed entries and G x, kept current after each block
-            for idx in range(start, end):
-                pred[idx - start] = _dot(other[indices[idx]], x)
+            # gather the row's q_i (every block pass reads them), predictions of the observed
+            # entries and G x; the last two are kept current after each block step
+            for k in range(n_u):
+                Qu[k, :] = other[indices[start + k]]
+                pred[k] = _dot(Qu[k], x)
             _gram_matvec(gram, x, Gx, cu)
             for _ in range(n_sweeps):
                 for s in range(0, d, block_size):
@@ -347,21 +376,46 @@ def solve_block(
                     for a in range(m):
                         Ga = gram[s + a]
                         Ha = H[a]
-                        for k in range(a + 1):
-                            Ha[k] = cu * Ga[s + k]
+                        for t in range(a + 1):
+                            Ha[t] = cu * Ga[s + t]
                         Ha[a] += reg
                         g[a] = Gx[s + a] + reg * x[s + a]
-                    for idx in range(start, end):
-                        q = other[indices[idx]]
-                        ew = extra[idx]
-                        coef = ew * pred[idx - start] - rhs[idx]
+                    # four entries per pass over the block triangle
+                    k = 0
+                    while k + 4 <= n_u:
+                        q0, q1, q2, q3 = Qu[k], Qu[k + 1], Qu[k + 2], Qu[k + 3]
+                        e0 = extra[start + k]
+                        e1 = extra[start + k + 1]
+                        e2 = extra[start + k + 2]
+                        e3 = extra[start + k + 3]
+                        c0 = e0 * pred[k] - rhs[start + k]
+                        c1 = e1 * pred[k + 1] - rhs[start + k + 1]
+                        c2 = e2 * pred[k + 2] - rhs[start + k + 2]
+                        c3 = e3 * pred[k + 3] - rhs[start + k + 3]
+                        for a in range(m):
+                            sa = s + a
+                            g[a] += c0 * q0[sa] + c1 * q1[sa] + c2 * q2[sa] + c3 * q3[sa]
+                            a0 = e0 * q0[sa]
+                            a1 = e1 * q1[sa]
+                            a2 = e2 * q2[sa]
+                            a3 = e3 * q3[sa]
+                            Ha = H[a]
+                            for t in range(a + 1):
+                                st = s + t
+                                Ha[t] += a0 * q0[st] + a1 * q1[st] + a2 * q2[st] + a3 * q3[st]
+                        k += 4
+                    while k < n_u:
+                        q = Qu[k]
+                        ew = extra[start + k]
+                        coef = ew * pred[k] - rhs[start + k]
                         for a in range(m):
                             qa = q[s + a]
                             g[a] += coef * qa
                             eqa = ew * qa
                             Ha = H[a]
-                            for k in range(a + 1):
-                                Ha[k] += eqa * q[s + k]
+                            for t in range(a + 1):
+                                Ha[t] += eqa * q[s + t]
+                        k += 1
                     for a in range(m):
                         g[a] = -g[a]
                     if not _cholesky_solve(H, g, m):
@@ -370,13 +424,13 @@ def solve_block(
                     # g now holds the block step delta
                     for a in range(m):
                         x[s + a] += g[a]
-                    for idx in range(start, end):
-                        pred[idx - start] += _dot(other[indices[idx]][s:e_], g[:m])
+                    for k in range(n_u):
+                        pred[k] += _dot(Qu[k][s:e_], g[:m])
                     for a in range(m):
                         ga = cu * g[a]
                         Gr = gram[s + a]
-                        for k in range(d):
-                            Gx[k] += Gr[k] * ga
+                        for t in range(d):
+                            Gx[t] += Gr[t] * ga
                 if status[u] != 0:
                     break
 
