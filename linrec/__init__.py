@@ -7,20 +7,24 @@ from linrec._base import BaseRecommender, load
 from linrec._version import __version__
 from linrec.baselines import ItemKNN, MostPopular
 from linrec.datasets import IdMap, load_interactions, load_lightgcn, make_implicit
-from linrec.metrics import evaluate
+from linrec.metrics import EvaluationResult, FactorScores, compare, evaluate, ranking_metrics
 from linrec.model_selection import UserKFold, fold_in_split
 
 __all__ = [
     "BaseRecommender",
+    "EvaluationResult",
+    "FactorScores",
     "IdMap",
     "ItemKNN",
     "MostPopular",
     "UserKFold",
     "__version__",
+    "compare",
     "evaluate",
     "fold_in_split",
     "load",
     "load_interactions",
     "load_lightgcn",
     "make_implicit",
+    "ranking_metrics",
 ]

@@ -254,7 +254,10 @@ class BaseRecommender(BaseEstimator):
 
         X = self._validate_rows(X)
         if y is not None and np.ndim(y) == 2:
-            return float(evaluate(self, X, y, k=(20,), metrics=("ndcg",)).mean("ndcg", 20))
+            # Always fold in: the rows of X are new users here, even when their number
+            # happens to equal the number of fitted users.
+            result = evaluate(self, X, y, k=(20,), metrics=("ndcg",), fold_in=True)
+            return float(result.mean("ndcg", 20))
 
         def reconstruct(user_ids, _history):
             return self._scores(X[user_ids])

@@ -484,3 +484,23 @@ def test_model_evaluation_factors_hook_gives_same_results(rng):
         for key in a.per_user:
             np.testing.assert_array_equal(a.per_user[key], b.per_user[key])
         assert a.coverage == b.coverage
+
+
+def test_score_fn_errors_propagate_from_the_pipeline(rng):
+    train, test = split(rng)
+
+    def failing(users, X):
+        if users[0] > 20:
+            raise RuntimeError("scoring failed")
+        return np.zeros((len(users), train.shape[1]))
+
+    for n_jobs in (1, 2):
+        with pytest.raises(RuntimeError, match="scoring failed"):
+            evaluate(failing, train, test, batch_size=5, n_jobs=n_jobs)
+
+
+def test_base_score_is_mean_ndcg_at_20(rng):
+    train, test = split(rng)
+    model = TinyFactors().fit(train)
+    expected = evaluate(model, train, test, k=20, metrics=("ndcg",)).mean("ndcg", 20)
+    assert model.score(train, test) == pytest.approx(expected, abs=0)
