@@ -68,9 +68,7 @@ def main() -> None:
     rows = []
     for name in ("gowalla", "yelp2018"):
         t, mem, data = measure(lambda name=name: load_lightgcn(DATA / name), args.repeats)
-        t_naive, _, naive = measure(
-            lambda name=name: naive_lightgcn(DATA / name), args.repeats
-        )
+        t_naive, _, naive = measure(lambda name=name: naive_lightgcn(DATA / name), args.repeats)
         naive_train = naive[0].copy()
         naive_train.data[:] = 1.0
         same = (naive_train != data.train).nnz == 0

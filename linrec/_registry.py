@@ -34,11 +34,66 @@ def _item_knn():
     return ItemKNN
 
 
+def _ials():
+    from linrec.ials import IALS
+
+    return IALS
+
+
+def _ease():
+    from linrec.ease import EASE
+
+    return EASE
+
+
+def _sparse_ease():
+    from linrec.ease import SparseEASE
+
+    return SparseEASE
+
+
+def _debiased_ease():
+    from linrec.ease import DebiasedEASE
+
+    return DebiasedEASE
+
+
+def _mf():
+    from linrec.mf import MF
+
+    return MF
+
+
 MODELS: dict[str, ModelEntry] = {
     entry.name: entry
     for entry in [
         ModelEntry("most_popular", _most_popular, "popularity baseline"),
         ModelEntry("item_knn", _item_knn, "item-based cosine kNN", {"n_neighbors": 100}),
+        ModelEntry(
+            "ials",
+            _ials,
+            "implicit ALS (Rendle's objective, CG solver)",
+            {"n_factors": 64, "n_epochs": 10, "random_state": 0},
+        ),
+        ModelEntry("ease", _ease, "dense EASE closed form", {"regularization": 100.0}),
+        ModelEntry(
+            "sparse_ease",
+            _sparse_ease,
+            "sparse EASE approximation for large catalogues",
+            {"regularization": 100.0, "n_neighbors": 200},
+        ),
+        ModelEntry(
+            "debiased_ease",
+            _debiased_ease,
+            "EASE under the debiased-MSE objective (column-wise CG)",
+            {"regularization": 100.0, "unobserved_weight": 0.5},
+        ),
+        ModelEntry(
+            "mf_infonce",
+            _mf,
+            "matrix factorisation trained with InfoNCE",
+            {"loss": "infonce", "n_epochs": 10, "random_state": 0},
+        ),
     ]
 }
 

@@ -10,6 +10,10 @@ site), change that:
 ``<!-- docs-test: no-run REASON -->``
     The block is only compiled (syntax checked), not run. A reason is required; use it for
     code that cannot run in the test suite at all (for example a fit on the full data set).
+``<!-- docs-test: output -->``
+    Before a ```` ```text ```` block that directly follows a python block: what that python
+    block prints must equal the text (line by line, trailing spaces ignored). Use it only for
+    output that does not depend on the machine (no timings, no last-digit floats of BLAS).
 ``<!-- docs-test: needs-shared-data -->`` (anywhere on a page)
     The page's blocks see ``SHARED_DATA``, the :class:`pathlib.Path` of ``../shared/data``; the
     page is skipped, with the fixture's reason, where the data sets are absent. Pages without
@@ -21,6 +25,8 @@ python ````, ```` ```pycon ````, ...) are rejected, so that no example is left o
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +54,7 @@ class Block:
     info: str
     code: str
     no_run_reason: str | None = None
+    is_expected_output: bool = False
 
 
 def parse_blocks(text: str) -> list[Block]:
@@ -80,9 +87,14 @@ def parse_blocks(text: str) -> list[Block]:
             end += 1
         marker = _MARKER.match(lines[i - 1]) if i > 0 else None
         reason = None
+        is_output = False
         if marker is not None:
             body = marker["body"]
-            if body.startswith("no-run"):
+            if body == "output":
+                if info != "text":
+                    raise ValueError(f"line {i}: 'docs-test: output' must precede a text block")
+                is_output = True
+            elif body.startswith("no-run"):
                 reason = body[len("no-run") :].strip()
                 if not reason:
                     raise ValueError(f"line {i}: 'docs-test: no-run' needs a reason")
@@ -90,7 +102,7 @@ def parse_blocks(text: str) -> list[Block]:
                 raise ValueError(f"line {i}: unknown docs-test marker {body!r}")
         indent = len(opened["indent"])
         code = "\n".join(line[indent:] for line in lines[i + 1 : end])
-        blocks.append(Block(line=i + 2, info=info, code=code, no_run_reason=reason))
+        blocks.append(Block(i + 2, info, code, no_run_reason=reason, is_expected_output=is_output))
         i = end + 1
     return blocks
 
@@ -130,12 +142,40 @@ def test_page_code_runs(page, request, tmp_path, monkeypatch):
     if needs_shared_data(text):
         namespace["SHARED_DATA"] = request.getfixturevalue("shared_data")
     monkeypatch.chdir(tmp_path)
-    for block in blocks:
+    run_blocks(blocks, namespace, page)
+
+
+def run_blocks(blocks: list[Block], namespace: dict, page: Path) -> None:
+    """Run a page's python blocks in order in ``namespace``, checking the outputs shown."""
+    for position, block in enumerate(blocks):
+        if block.is_expected_output:
+            previous = blocks[position - 1] if position > 0 else None
+            assert previous is not None and previous.info == "python", (
+                f"{page.name}:{block.line}: an output block must follow a python block"
+            )
+            assert previous.no_run_reason is None, (
+                f"{page.name}:{block.line}: output of a block that is not run"
+            )
         if block.info != "python":
             continue
         code = _compile(block, page)
-        if block.no_run_reason is None:
+        if block.no_run_reason is not None:
+            continue
+        following = blocks[position + 1] if position + 1 < len(blocks) else None
+        if following is not None and following.is_expected_output:
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                exec(code, namespace)
+            assert _lines(printed.getvalue()) == _lines(following.code), (
+                f"{page.name}:{following.line}: the output shown differs from the output of "
+                f"the block above it:\n{printed.getvalue()}"
+            )
+        else:
             exec(code, namespace)
+
+
+def _lines(text: str) -> list[str]:
+    return [line.rstrip() for line in text.strip("\n").splitlines()]
 
 
 # ---------------------------------------------------------------- the runner's own checks
@@ -181,6 +221,22 @@ def test_parser_finds_blocks_markers_and_lines():
     assert [b.no_run_reason for b in blocks] == [None, None, "needs a cluster", None, None]
     assert blocks[1].code == "x += 1"
     assert blocks[4].code == "```python\nis text here"
+
+
+def test_output_marker_is_attached_to_text_blocks():
+    text = "```python\nprint(1)\n```\n<!-- docs-test: output -->\n```text\n1\n```\n"
+    code, output = parse_blocks(text)
+    assert not code.is_expected_output and output.is_expected_output
+    with pytest.raises(ValueError, match="must precede a text block"):
+        parse_blocks("<!-- docs-test: output -->\n```python\npass\n```\n")
+
+
+def test_wrong_output_fails(tmp_path):
+    page = tmp_path / "page.md"
+    right = "```python\nprint(6 * 7)\n```\n<!-- docs-test: output -->\n```text\n42\n```\n"
+    run_blocks(parse_blocks(right), {}, page)
+    with pytest.raises(AssertionError, match="output shown differs"):
+        run_blocks(parse_blocks(right.replace("42", "41")), {}, page)
 
 
 def test_parser_rejects_bad_markers():

@@ -1,0 +1,221 @@
+"""MF estimator: contract, determinism, learning, fold-in, every loss beats popularity."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from linrec.losses import LOSSES
+from linrec.mf import MF, _validation_recall
+
+from contract import RecommenderContract
+
+LOSS_NAMES = sorted(name for name in LOSSES if name != "softmax")
+
+# Settings that learn the planted structure below within a few seconds for every loss.
+LOSS_SETTINGS = {
+    "ccl": {"margin": 0.5, "negative_weight": 5.0},
+    # the positive-unlabelled CCL weighs the positive term by tau_u (~0.05 here)
+    "debiased_ccl": {"margin": 0.5, "negative_weight": 0.25},
+    "mine_plus": {"balance": 1.1},
+    "infonce_plus": {"balance": 1.1},
+}
+
+
+class TestMFContract(RecommenderContract):
+    expected_failed_checks: ClassVar[dict[str, str]] = {
+        **RecommenderContract.expected_failed_checks,
+        "check_transformer_data_not_an_array": (
+            "sklearn's _NotAnArray wrapper is rejected by linrec._validation.check_interactions "
+            "(shared input validation, not MF's)"
+        ),
+    }
+
+    def make_estimator(self):
+        return MF(
+            "infonce",
+            n_factors=4,
+            n_negatives=4,
+            n_epochs=3,
+            batch_size=16,
+            fold_in_epochs=3,
+            random_state=0,
+            n_jobs=1,
+        )
+
+
+def planted(seed=0, n_users=300, n_items=150, rank=4, per_user=16, test_share=0.25):
+    """Users pick items by a planted low-rank affinity plus item popularity; split per entry."""
+    rng = np.random.default_rng(seed)
+    U = rng.normal(size=(n_users, rank))
+    V = rng.normal(size=(n_items, rank))
+    logits = 1.5 * U @ V.T + rng.normal(size=n_items)
+    rows, cols = [], []
+    for u in range(n_users):
+        p = np.exp(logits[u] - logits[u].max())
+        cols.extend(rng.choice(n_items, per_user, replace=False, p=p / p.sum()))
+        rows.extend([u] * per_user)
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    test = rng.random(rows.size) < test_share
+    first = np.r_[True, rows[1:] != rows[:-1]]  # keep every user's first item in train
+    test &= ~first
+    shape = (n_users, n_items)
+    train = sp.csr_matrix((np.ones((~test).sum()), (rows[~test], cols[~test])), shape=shape)
+    held = sp.csr_matrix((np.ones(test.sum()), (rows[test], cols[test])), shape=shape)
+    return train, held
+
+
+@pytest.fixture(scope="module")
+def data():
+    return planted()
+
+
+def popularity_recall(train, held, k=20):
+    pop = np.asarray(train.sum(axis=0)).ravel()
+    total, users = 0.0, 0
+    for u in range(train.shape[0]):
+        items = held.indices[held.indptr[u] : held.indptr[u + 1]]
+        if items.size == 0:
+            continue
+        s = pop.astype(np.float64)
+        s[train.indices[train.indptr[u] : train.indptr[u + 1]]] = -np.inf
+        top = np.lexsort((np.arange(s.size), -s))[:k]
+        total += np.isin(top, items).sum() / items.size
+        users += 1
+    return total / users
+
+
+def _model(loss, **kw):
+    params = dict(
+        n_factors=16,
+        n_negatives=32,
+        n_epochs=25,
+        learning_rate=0.01,
+        batch_size=256,
+        random_state=0,
+        n_jobs=1,
+    )
+    params.update(LOSS_SETTINGS.get(loss, {}))
+    params.update(kw)
+    return MF(loss, **params)
+
+
+@pytest.mark.parametrize("loss", LOSS_NAMES)
+def test_every_loss_beats_popularity(loss, data):
+    train, held = data
+    baseline = popularity_recall(train, held)
+    model = _model(loss).fit(train, validation_data=held)
+    recall = model.validation_scores_[-1]
+    assert recall > 1.3 * baseline, (recall, baseline)
+    assert model.loss_[-1] < model.loss_[0]
+    assert len(model.epoch_times_) == 25
+
+
+def test_validation_recall_matches_recommend(data):
+    train, held = data
+    model = _model("infonce", n_epochs=3).fit(train)
+    scores = model._user_scores(None, np.arange(train.shape[0]))
+    scores[train.nonzero()] = -np.inf
+    total, n = 0.0, 0
+    for u in range(train.shape[0]):
+        items = held.indices[held.indptr[u] : held.indptr[u + 1]]
+        if items.size:
+            order = np.lexsort((np.arange(scores.shape[1]), -scores[u]))[:20]
+            total += np.isin(order, items).sum() / items.size
+            n += 1
+    assert np.isclose(_validation_recall(model, train, held), total / n)
+
+
+def test_deterministic_with_threads(data):
+    train, _ = data
+    a = _model("debiased_infonce", n_epochs=3, n_jobs=2).fit(train)
+    b = _model("debiased_infonce", n_epochs=3, n_jobs=2).fit(train)
+    np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
+    np.testing.assert_array_equal(a.item_factors_, b.item_factors_)
+    assert a.loss_ == b.loss_
+    c = _model("debiased_infonce", n_epochs=3, n_jobs=2, random_state=1).fit(train)
+    assert not np.array_equal(a.item_factors_, c.item_factors_)
+
+
+@pytest.mark.parametrize("sharing", ["batch", "pair"])
+@pytest.mark.parametrize("optimizer", ["adam", "adagrad", "sgd"])
+def test_optimizers_and_samplers_learn(optimizer, sharing, data):
+    train, held = data
+    lr = {"adam": 0.01, "adagrad": 0.1, "sgd": 5.0}[optimizer]
+    model = _model(
+        "infonce",
+        optimizer=optimizer,
+        learning_rate=lr,
+        negative_sharing=sharing,
+        negative_sampler="popularity" if sharing == "pair" else "uniform",
+        n_epochs=15,
+    ).fit(train, validation_data=held)
+    assert model.loss_[-1] < 0.9 * model.loss_[0]
+    assert model.validation_scores_[-1] > 1.3 * popularity_recall(train, held)
+
+
+def test_fold_in_recovers_users(data):
+    train, held = data
+    model = _model("infonce").fit(train)
+    folded = model.transform(train[:100])
+    assert folded.shape == (100, 16)
+    # Users folded in from their history rank their held-out items about as well as the
+    # fitted users do: compare Recall@20 through both routes.
+    fitted = _validation_recall(model, train, held)
+    model_fold = _model("infonce").fit(train)
+    model_fold.user_factors_ = model.transform(train)
+    folded_recall = _validation_recall(model_fold, train, held)
+    assert folded_recall > 0.8 * fitted
+    assert folded_recall > 1.3 * popularity_recall(train, held)
+    # items stay frozen during fold-in
+    before = model.item_factors_.copy()
+    model.transform(train[:10])
+    np.testing.assert_array_equal(model.item_factors_, before)
+
+
+def test_early_stopping_and_callback(data):
+    train, held = data
+    seen = []
+
+    def callback(model, epoch):
+        seen.append((epoch, model.loss_[-1]))
+        return epoch == 4
+
+    model = _model("infonce", n_epochs=30).fit(train, validation_data=held, callback=callback)
+    assert [e for e, _ in seen] == [0, 1, 2, 3, 4]
+    assert len(model.loss_) == 5
+    stopped = _model("infonce", n_epochs=40, learning_rate=0.05, early_stopping_patience=2)
+    stopped.fit(train, validation_data=held)
+    best = int(np.argmax(stopped.validation_scores_))
+    assert stopped.best_epoch_ == best
+    assert len(stopped.validation_scores_) <= best + 3
+    # the kept factors are the best epoch's
+    assert np.isclose(_validation_recall(stopped, train, held), stopped.validation_scores_[best])
+
+
+def test_class_prior_array_and_bad_parameters(data):
+    train, held = data
+    tau = np.full(train.shape[0], 0.05)
+    model = _model("debiased_mse", class_prior=tau, n_epochs=2).fit(train)
+    assert np.isfinite(model.loss_).all()
+    for bad, match in [
+        ({"loss": "hinge"}, "unknown loss"),
+        ({"score_function": "euclid"}, "score_function"),
+        ({"n_negatives": 0}, "n_negatives"),
+        ({"optimizer": "lbfgs"}, "optimizer"),
+        ({"negative_sampler": "zipf"}, "negative_sampler"),
+        ({"negative_sharing": "all"}, "negative_sharing"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"prior_inflation": 0.5}, "prior_inflation"),
+        ({"class_prior": np.ones(3) * 0.1}, "class_prior"),
+        ({"class_prior": np.ones(train.shape[0])}, r"\[0, 1\)"),
+    ]:
+        params = {"n_epochs": 1, **bad}
+        loss = params.pop("loss", "debiased_infonce")
+        with pytest.raises(ValueError, match=match):
+            MF(loss, **params).fit(train)
+    with pytest.raises(ValueError, match="validation_data has"):
+        MF(n_epochs=1).fit(train, validation_data=held[:10])
