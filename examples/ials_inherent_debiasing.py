@@ -308,16 +308,18 @@ def main(argv=None):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for form, rows in results.items():
+    for (form, rows), color in zip(results.items(), ("tab:blue", "tab:orange")):
         if not rows:
             continue
         K, dist, rec_deb, rec_std = map(np.asarray, zip(*rows))
-        axes[0].plot(K, dist, marker="o", label=form)
-        axes[1].plot(K, rec_deb, marker="o", label=f"{form}")
-        axes[1].plot(K, rec_std, marker="x", linestyle="--", label=f"closest standard ({form})")
+        axes[0].plot(K, dist, marker="o", color=color, label=form)
+        axes[1].plot(K, rec_deb, marker="o", color=color, label=form)
+        axes[1].plot(
+            K, rec_std, marker="x", linestyle="--", color=color, label=f"closest standard ({form})"
+        )
     axes[0].set(
         xlabel="prior inflation K",
-        ylabel="relative score distance",
+        ylabel="per-user score distance (scale-free)",
         title=f"debiased vs closest standard iALS ({name})",
     )
     axes[1].axhline(std_quality[0], color="grey", linewidth=0.8, label=f"standard c={c}")

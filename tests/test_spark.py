@@ -1,0 +1,179 @@
+"""SparkIALS in local[2] mode against the single-machine IALS, on small data."""
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from linrec.ials import IALS
+
+try:
+    import pyspark  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the environment
+    pytest.skip(
+        "pyspark is not installed (pip install 'linrec[spark]'): Spark tests skipped",
+        allow_module_level=True,
+    )
+if shutil.which("java") is None:  # pragma: no cover - depends on the environment
+    pytest.skip("no java on PATH: Spark needs Java 17 or newer", allow_module_level=True)
+
+import pandas as pd
+
+from linrec.spark import SparkIALS, fit_spark, local_session
+
+N_USERS, N_ITEMS = 60, 40
+
+
+@pytest.fixture(scope="module")
+def spark():
+    session = local_session("linrec-tests", cores=2, driver_memory="1g")
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def data():
+    """A small weighted matrix (every user has an item; item 0 has none) and its rows."""
+    rng = np.random.default_rng(7)
+    X = sp.random(N_USERS, N_ITEMS, density=0.15, random_state=3, format="csr")
+    X.data = rng.integers(1, 4, X.nnz).astype(np.float64)
+    keep = np.ones(N_ITEMS)
+    keep[0] = 0
+    X = (X @ sp.diags(keep)).tocsr()
+    X.eliminate_zeros()
+    empty = np.flatnonzero(np.diff(X.indptr) == 0)
+    X = (
+        X + sp.csr_matrix((np.ones(empty.size), (empty, empty % (N_ITEMS - 1) + 1)), X.shape)
+    ).tocsr()
+    coo = X.tocoo()
+    frame = pd.DataFrame(
+        {"user": coo.row.astype(np.int64), "item": coo.col.astype(np.int64), "weight": coo.data}
+    )
+    return X, frame
+
+
+def _relative(a, b):
+    return np.abs(a - b).max() / np.abs(b).max()
+
+
+CASES = [
+    ("rendle", "cg", {}),
+    (
+        "hu",
+        "cg",
+        {
+            "confidence_scale": 2.0,
+            "unobserved_weight": 1.0,
+            "reg_exponent": 1.0,
+            "reg_frequency_offset": 0.0,
+        },
+    ),
+    ("debiased_chuang", "cg", {"prior_inflation": 2.0}),
+    ("debiased_pu", "cg", {"prior_inflation": 2.0}),
+    ("rendle", "cholesky", {"reg_exponent": 0.5}),
+    ("hu", "ialspp", {"confidence_scale": 1.0, "block_size": 4}),
+]
+
+
+@pytest.mark.parametrize(("objective", "solver", "extra"), CASES)
+def test_matches_single_machine(spark, data, objective, solver, extra):
+    X, frame = data
+    est = IALS(
+        n_factors=8,
+        n_epochs=3,
+        objective=objective,
+        solver=solver,
+        random_state=0,
+        n_jobs=1,
+        **extra,
+    )
+    df = spark.createDataFrame(frame)
+    fitter = SparkIALS(est, weight_col="weight", n_blocks=3).fit(df, item_ids=np.arange(N_ITEMS))
+    model = fitter.model_
+    ref = IALS(**est.get_params()).fit(X)
+    assert est.__dict__.keys() == IALS(**est.get_params()).__dict__.keys()  # ials not fitted
+    assert _relative(model.user_factors_, ref.user_factors_) < 1e-4
+    assert _relative(model.item_factors_, ref.item_factors_) < 1e-4
+    np.testing.assert_allclose(model.objective_, ref.objective_, rtol=1e-5)
+    assert len(fitter.epoch_times_) == 3
+    assert fitter.n_interactions_ == X.nnz
+    np.testing.assert_array_equal(model.recommend(X[:10], k=5)[0], ref.recommend(X[:10], k=5)[0])
+
+
+def test_string_ids_duplicates_and_save(spark, data, tmp_path):
+    """String ids map in sorted order; duplicate rows are summed like the CSR matrix sums."""
+    X, frame = data
+    users = np.array([f"u{k:03d}" for k in range(N_USERS)])
+    items = np.array([f"item-{k:02d}" for k in range(N_ITEMS)])
+    rows = frame.assign(user=users[frame["user"]], item=items[frame["item"]])
+    # split every weight w into 1 + (w - 1) over two rows, shuffled
+    ones = rows.assign(weight=1.0)
+    rest = rows.assign(weight=rows["weight"] - 1.0)
+    doubled = pd.concat([ones, rest]).sample(frac=1.0, random_state=0)
+    est = IALS(
+        n_factors=6,
+        n_epochs=2,
+        objective="hu",
+        confidence_scale=1.5,
+        unobserved_weight=0.5,
+        random_state=1,
+        n_jobs=1,
+    )
+    model = fit_spark(est, spark.createDataFrame(doubled), weight_col="weight")
+    kept = np.flatnonzero(np.diff(X.tocsc().indptr) > 0)  # items of the data (item 0 has none)
+    np.testing.assert_array_equal(model.user_ids_, users)
+    np.testing.assert_array_equal(model.item_ids_, items[kept])
+    ref = IALS(**est.get_params()).fit(X[:, kept])
+    assert _relative(model.item_factors_, ref.item_factors_) < 1e-4
+    assert _relative(model.user_factors_, ref.user_factors_) < 1e-4
+    model.save(tmp_path / "m.npz")
+    loaded = IALS.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.item_ids_, model.item_ids_)
+    np.testing.assert_array_equal(loaded.user_factors_, model.user_factors_)
+
+
+def test_deterministic_and_frames(spark, data):
+    _, frame = data
+    df = spark.createDataFrame(frame[["user", "item"]])
+    est = IALS(n_factors=4, n_epochs=2, random_state=5, n_jobs=1)
+    first = SparkIALS(est, n_blocks=2).fit(df)
+    second = SparkIALS(est, n_blocks=2).fit(df)
+    np.testing.assert_array_equal(first.model_.user_factors_, second.model_.user_factors_)
+    np.testing.assert_array_equal(first.model_.item_factors_, second.model_.item_factors_)
+    items = first.item_factors_frame(spark).toPandas()
+    assert list(items.columns) == ["item", "features"]
+    np.testing.assert_array_equal(items["item"].to_numpy(), first.item_ids_)
+    np.testing.assert_allclose(np.stack(items["features"]), first.model_.item_factors_)
+    assert first.user_factors_frame().count() == first.user_ids_.size
+
+
+def test_bad_input(spark):
+    good = spark.createDataFrame([(0, 1, 1.0), (1, 2, 2.0)], ["user", "item", "w"])
+    with pytest.raises(TypeError, match="IALS estimator"):
+        SparkIALS(ials="rendle").fit(good)
+    with pytest.raises(ValueError, match="class_prior"):
+        SparkIALS(IALS(objective="debiased_pu", class_prior=[0.1, 0.1])).fit(good)
+    with pytest.raises(ValueError, match="column 'who'"):
+        SparkIALS(IALS(), user_col="who").fit(good)
+    with pytest.raises(ValueError, match="integer or string ids"):
+        SparkIALS(IALS(), user_col="w").fit(good)
+    negative = spark.createDataFrame([(0, 1, 1.0), (1, 2, -2.0)], ["user", "item", "w"])
+    with pytest.raises(ValueError, match="non-negative"):
+        SparkIALS(IALS(), weight_col="w").fit(negative)
+    nulls = spark.createDataFrame([(0, 1), (None, 2)], "user long, item long")
+    with pytest.raises(ValueError, match="null user or item"):
+        SparkIALS(IALS()).fit(nulls)
+    with pytest.raises(ValueError, match="not in item_ids"):
+        SparkIALS(IALS(n_factors=2)).fit(good, item_ids=[1])
+
+
+def test_import_does_not_need_pyspark():
+    code = (
+        "import sys, linrec.spark\n"
+        "assert 'pyspark' not in sys.modules, 'importing linrec.spark imported pyspark'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
