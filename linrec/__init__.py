@@ -12,6 +12,7 @@ from linrec.ials import IALS
 from linrec.metrics import EvaluationResult, FactorScores, compare, evaluate, ranking_metrics
 from linrec.mf import MF
 from linrec.model_selection import UserKFold, fold_in_split
+from linrec.spark import SparkIALS, fit_spark
 
 __all__ = [
     "EASE",
@@ -24,11 +25,13 @@ __all__ = [
     "IdMap",
     "ItemKNN",
     "MostPopular",
+    "SparkIALS",
     "SparseEASE",
     "UserKFold",
     "__version__",
     "compare",
     "evaluate",
+    "fit_spark",
     "fold_in_split",
     "load",
     "load_interactions",
