@@ -41,7 +41,7 @@ LINREC_PARAMS = {
         objective="rendle", unobserved_weight=0.003, regularization=0.01, reg_exponent=1.0
     ),
     "yelp2018": dict(
-        objective="rendle", unobserved_weight=0.003, regularization=0.01, reg_exponent=1.0
+        objective="rendle", unobserved_weight=0.03, regularization=0.003, reg_exponent=1.0
     ),
     "synthetic": dict(
         objective="rendle", unobserved_weight=0.003, regularization=0.01, reg_exponent=1.0

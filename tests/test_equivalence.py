@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import random_interactions
 
 from linrec.equivalence import (
     check_equivalence,
@@ -18,6 +17,8 @@ from linrec.equivalence import (
     weighted_to_rendle,
 )
 from linrec.ials import IALS
+
+from conftest import random_interactions
 
 SOLVER_ARGS = [
     dict(solver="cholesky"),
