@@ -85,7 +85,7 @@ class BaseRecommender(BaseEstimator):
     def _validate_fit_data(self, X, y=None) -> sp.csr_matrix:
         dtype = self._fit_dtype()
         X = check_interactions(X, name="X", dtype=dtype, allow_empty_rows=False)
-        if y is not None and np.ndim(y) == 2:
+        if y is not None and _is_matrix(y):
             Y = check_interactions(y, name="y", dtype=dtype, n_items=X.shape[1], allow_empty=True)
             if Y.shape[0] != X.shape[0]:
                 raise ValueError(
@@ -253,7 +253,7 @@ class BaseRecommender(BaseEstimator):
         from linrec.metrics import evaluate
 
         X = self._validate_rows(X)
-        if y is not None and np.ndim(y) == 2:
+        if y is not None and _is_matrix(y):
             # Always fold in: the rows of X are new users here, even when their number
             # happens to equal the number of fitted users.
             result = evaluate(self, X, y, k=(20,), metrics=("ndcg",), fold_in=True)
@@ -400,3 +400,8 @@ def load(path):
         raise ValueError(f"{path}: the file holds no fitted state") from exc
     model._after_load()
     return model
+
+
+def _is_matrix(y) -> bool:
+    """True for a 2-D ``y`` (held-out interactions); False for a 1-D per-sample target."""
+    return sp.issparse(y) or np.asarray(y).ndim == 2

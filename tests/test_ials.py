@@ -421,10 +421,6 @@ class TestIALSContract(RecommenderContract):
         "check_transformer_preserve_dtypes": (
             "factors follow the dtype parameter (float32 by default), as every linrec model"
         ),
-        "check_transformer_data_not_an_array": (
-            "linrec._validation.check_interactions calls np.asarray on sklearn's _NotAnArray, "
-            "whose __array_function__ refuses it (shared validation, reported to the lead)"
-        ),
     }
 
     def make_estimator(self):

@@ -28,10 +28,6 @@ LOSS_SETTINGS = {
 class TestMFContract(RecommenderContract):
     expected_failed_checks: ClassVar[dict[str, str]] = {
         **RecommenderContract.expected_failed_checks,
-        "check_transformer_data_not_an_array": (
-            "sklearn's _NotAnArray wrapper is rejected by linrec._validation.check_interactions "
-            "(shared input validation, not MF's)"
-        ),
     }
 
     def make_estimator(self):
