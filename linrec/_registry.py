@@ -92,7 +92,13 @@ MODELS: dict[str, ModelEntry] = {
             "mf_infonce",
             _mf,
             "matrix factorisation trained with InfoNCE",
-            {"loss": "infonce", "n_epochs": 10, "random_state": 0},
+            {
+                "loss": "infonce",
+                "n_epochs": 10,
+                "learning_rate": 0.01,
+                "n_negatives": 64,
+                "random_state": 0,
+            },
         ),
     ]
 }
