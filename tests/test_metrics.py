@@ -502,5 +502,8 @@ def test_score_fn_errors_propagate_from_the_pipeline(rng):
 def test_base_score_is_mean_ndcg_at_20(rng):
     train, test = split(rng)
     model = TinyFactors().fit(train)
-    expected = evaluate(model, train, test, k=20, metrics=("ndcg",)).mean("ndcg", 20)
+    # score() treats the rows as new users (GridSearchCV's test fold): always fold in
+    expected = evaluate(model, train, test, k=20, metrics=("ndcg",), fold_in=True).mean("ndcg", 20)
     assert model.score(train, test) == pytest.approx(expected, abs=0)
+    fitted_state = evaluate(model, train, test, k=20, metrics=("ndcg",), fold_in=False)
+    assert fitted_state.fold_in is False

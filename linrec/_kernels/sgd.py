@@ -899,7 +899,6 @@ def factor_topk(U, V, k, excl_indptr, excl_indices):
             scores,
             k,
             excl_indices[start:stop],
-            stop - start,
             no_candidates,
             False,
             out_idx[r],
