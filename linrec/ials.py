@@ -21,9 +21,7 @@ from linrec._base import BaseRecommender
 from linrec._kernels.als import (
     chunk_bounds,
     data_term,
-    solve_block,
-    solve_cg,
-    solve_cholesky,
+    solve_rows,
 )
 from linrec._threading import blas_threads, numba_threads, resolve_n_jobs
 from linrec._validation import check_interactions, check_random_state_seed
@@ -598,44 +596,24 @@ class IALS(TransformerMixin, BaseRecommender):
             else:
                 gram = (other * gram_weight[:, None]).T @ other
             gram = np.ascontiguousarray(gram, dtype=F.dtype)
-            if solver == "cholesky":
-                solve_cholesky(
-                    indptr, indices, extra, rhs, row_weight, reg, gram, other, F, bounds, status
-                )
-            elif solver == "cg":
-                solve_cg(
-                    indptr,
-                    indices,
-                    extra,
-                    rhs,
-                    row_weight,
-                    reg,
-                    gram,
-                    other,
-                    F,
-                    bounds,
-                    int(self.cg_steps),
-                    max_row,
-                    status,
-                )
-            else:
-                block = min(int(self.block_size), F.shape[1])
-                solve_block(
-                    indptr,
-                    indices,
-                    extra,
-                    rhs,
-                    row_weight,
-                    reg,
-                    gram,
-                    other,
-                    F,
-                    bounds,
-                    block,
-                    int(self.block_sweeps),
-                    max_row,
-                    status,
-                )
+            solve_rows(
+                solver,
+                indptr,
+                indices,
+                extra,
+                rhs,
+                row_weight,
+                reg,
+                gram,
+                other,
+                F,
+                bounds,
+                status,
+                cg_steps=self.cg_steps,
+                block_size=self.block_size,
+                block_sweeps=self.block_sweeps,
+                max_row=max_row,
+            )
         if status.any():
             row = int(np.flatnonzero(status)[0])
             raise np.linalg.LinAlgError(

@@ -38,7 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, clone
 
-from linrec._kernels.als import chunk_bounds, data_term, solve_block, solve_cg, solve_cholesky
+from linrec._kernels.als import chunk_bounds, data_term, solve_rows
 from linrec._threading import numba_threads
 from linrec._validation import check_random_state_seed
 from linrec.ials import IALS, regularization_scale
@@ -213,43 +213,24 @@ def _solve_task(block_id, arrays, own, other, gram, config, solver, with_objecti
             objective = float(all_entries) + float(observed)
             objective += float(np.dot(reg.astype(np.float64), np.einsum("ud,ud->u", F64, F64)))
         if rows.size:
-            if solver == "cholesky":
-                solve_cholesky(
-                    indptr, indices, extra, rhs, row_weight, reg, gram, other, F, bounds, status
-                )
-            elif solver == "cg":
-                solve_cg(
-                    indptr,
-                    indices,
-                    extra,
-                    rhs,
-                    row_weight,
-                    reg,
-                    gram,
-                    other,
-                    F,
-                    bounds,
-                    config["cg_steps"],
-                    max_row,
-                    status,
-                )
-            else:
-                solve_block(
-                    indptr,
-                    indices,
-                    extra,
-                    rhs,
-                    row_weight,
-                    reg,
-                    gram,
-                    other,
-                    F,
-                    bounds,
-                    config["block_size"],
-                    config["block_sweeps"],
-                    max_row,
-                    status,
-                )
+            solve_rows(
+                solver,
+                indptr,
+                indices,
+                extra,
+                rhs,
+                row_weight,
+                reg,
+                gram,
+                other,
+                F,
+                bounds,
+                status,
+                cg_steps=config["cg_steps"],
+                block_size=config["block_size"],
+                block_sweeps=config["block_sweeps"],
+                max_row=max_row,
+            )
         # This block's share of the Gram matrix the other side's next half-step needs:
         # sum_u C_u p_u p_u^T for users, sum_i q_i q_i^T for items (row_weight is 1).
         F64 = F.astype(np.float64)

@@ -459,3 +459,68 @@ def data_term(indptr, indices, extra, rhs, P, Q, bounds):
     for c in range(n_chunks):
         total += partial[c]
     return total
+
+
+def solve_rows(
+    solver,
+    indptr,
+    indices,
+    extra,
+    rhs,
+    row_weight,
+    reg,
+    gram,
+    other,
+    factors,
+    bounds,
+    status,
+    *,
+    cg_steps,
+    block_size,
+    block_sweeps,
+    max_row,
+):
+    """One half-step with the named solver ("cholesky", "cg" or "ialspp").
+
+    The dispatch shared by :class:`linrec.IALS` and the Spark executors, so both solve rows
+    with exactly the same calls.
+    """
+    if solver == "cholesky":
+        solve_cholesky(
+            indptr, indices, extra, rhs, row_weight, reg, gram, other, factors, bounds, status
+        )
+    elif solver == "cg":
+        solve_cg(
+            indptr,
+            indices,
+            extra,
+            rhs,
+            row_weight,
+            reg,
+            gram,
+            other,
+            factors,
+            bounds,
+            int(cg_steps),
+            max_row,
+            status,
+        )
+    elif solver == "ialspp":
+        solve_block(
+            indptr,
+            indices,
+            extra,
+            rhs,
+            row_weight,
+            reg,
+            gram,
+            other,
+            factors,
+            bounds,
+            min(int(block_size), factors.shape[1]),
+            int(block_sweeps),
+            max_row,
+            status,
+        )
+    else:
+        raise ValueError(f"unknown solver {solver!r}")
