@@ -10,7 +10,6 @@ one thread, restoring both afterwards even when the region raises.
 from __future__ import annotations
 
 import numbers
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -69,11 +68,3 @@ def blas_threads(n_jobs: int | None) -> Iterator[int]:
     n_threads = resolve_n_jobs(n_jobs)
     with threadpool_limits(limits=n_threads, user_api="blas"):
         yield n_threads
-
-
-def cpu_count() -> int:
-    """Cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1

@@ -100,7 +100,7 @@ def check_interactions(
             raise ValueError(f"{name} has dtype {arr.dtype}; expected numbers (users x items)")
         # object arrays of numbers convert; anything else raises float()'s TypeError
         arr = arr.astype(np.float64, copy=False)
-        _check_values(arr, name, dense=True)
+        _check_values(arr, name)
         csr = sp.csr_matrix(arr)
     n_rows, n_cols = csr.shape
     if n_rows == 0 or n_cols == 0:
@@ -137,7 +137,7 @@ def check_interactions(
     return out
 
 
-def _check_values(arr: np.ndarray, name: str, dense: bool) -> None:
+def _check_values(arr: np.ndarray, name: str) -> None:
     bad = np.isnan(arr)
     if bad.any():
         r, c = np.nonzero(bad)
