@@ -263,6 +263,13 @@ def main(argv=None):
         help="time PyTorch on --torch-batches batches in every configuration",
     )
     parser.add_argument(
+        "--torch-wait-policy",
+        choices=["passive", "default"],
+        default="passive",
+        help="OMP_WAIT_POLICY of the PyTorch process ('default': unset, libgomp spins a while "
+        "between parallel regions; faster on an idle machine, slower on a loaded one)",
+    )
+    parser.add_argument(
         "--worker", nargs=3, metavar=("SIDE", "LOSS", "SHARING"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
@@ -289,8 +296,13 @@ def main(argv=None):
                 ]
                 if args.no_torch_full:
                     command.append("--no-torch-full")
+                env = dict(os.environ)
+                if side == "torch" and args.torch_wait_policy == "default":
+                    env.pop("OMP_WAIT_POLICY", None)
                 t0 = time.perf_counter()
-                out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+                out = subprocess.run(
+                    command, capture_output=True, text=True, check=True, env=env
+                ).stdout
                 line = next(x for x in out.splitlines() if x.startswith("RESULT "))
                 result[side] = r = json.loads(line[len("RESULT ") :])
                 print(

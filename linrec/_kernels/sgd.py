@@ -448,10 +448,12 @@ def _shared_block(
     inv_p,
     sum_gy,
     active,
+    Qr,
+    GQ,
+    inv_qr,
     shared_dq,
     y,
     g,
-    inv_q,
     bits,
 ):
     """Losses and gradients of a block of pairs that share the same N negatives.
@@ -471,13 +473,16 @@ def _shared_block(
     :func:`_finish_shared` turns into row gradients.
 
     Scratch (at least nb rows, rows beyond nb are zeroed and contribute nothing): ``P``, ``R``,
-    ``dP`` (rows, d), ``S`` (rows, N), ``inv_p``, ``sum_gy``, ``active`` (int64) (rows,), and
-    per-pair ``y``, ``g``, ``inv_q``, ``bits`` (int64) (1 + M + N). Returns (summed loss,
-    updated touched count).
+    ``dP`` (rows, d), ``S`` (rows, N), ``inv_p``, ``sum_gy``, ``active`` (int64) (rows,),
+    ``Qr``, ``GQ`` (rows, 1 + M, d) and ``inv_qr`` (rows, 1 + M) for the positives' vectors
+    and gradients, and per-pair ``y``, ``g``, ``bits`` (int64) (1 + M + N). Returns (summed
+    loss, updated touched count).
     """
     nb = users.shape[0]
     d = W.shape[1]
     e0 = 1 + n_extra
+    # Gathers first, in loops whose iterations are independent, so that the random row
+    # fetches overlap (interleaved with the per-row loss they would be waited for one by one).
     for b in range(nb):
         p = W[users[b]]
         inv = 1.0
@@ -491,6 +496,15 @@ def _shared_block(
         c = W.dtype.type(inv)
         for k in range(d):
             pb[k] = p[k] * c
+        for a in range(e0):
+            q = W[n_users + row_targets[b, a]]
+            qb = Qr[b, a]
+            qq = q[0] * q[0]
+            qb[0] = q[0]
+            for k in range(1, d):
+                qb[k] = q[k]
+                qq += q[k] * q[k]
+            inv_qr[b, a] = 1.0 / max(np.sqrt(qq), _NORM_FLOOR) if cosine else 1.0
     for b in range(nb, P.shape[0]):
         P[b, :] = 0.0
     np.dot(P, shared_q.T, S)
@@ -499,17 +513,11 @@ def _shared_block(
     for b in range(nb):
         pb = P[b]
         for a in range(e0):
-            q = W[n_users + row_targets[b, a]]
-            dot = pb[0] * q[0]
-            qq = q[0] * q[0]
+            qb = Qr[b, a]
+            dot = pb[0] * qb[0]
             for k in range(1, d):
-                dot += pb[k] * q[k]
-                qq += q[k] * q[k]
-            if cosine:
-                inv_q[a] = 1.0 / max(np.sqrt(qq), _NORM_FLOOR)
-                y[a] = dot * inv_q[a]
-            else:
-                y[a] = dot
+                dot += pb[k] * qb[k]
+            y[a] = dot * inv_qr[b, a]
         sb = S[b]
         for j in range(n_neg):
             y[e0 + j] = sb[j]
@@ -518,31 +526,22 @@ def _shared_block(
         acc[:] = 0.0
         sgy = 0.0
         for a in range(e0):
-            row = n_users + row_targets[b, a]
-            if update_items:
-                count = _touch(row, flags, touched, count)
             ga = g[a] * scale
-            if ga == 0.0:
-                continue
-            q = W[row]
-            gq = grad[row]
+            q = Qr[b, a]
+            gq = GQ[b, a]
             if cosine:
                 # dy/dp^ = q^,  dy/dq = (p^ - y q^)/|q|
-                cq = W.dtype.type(ga * inv_q[a])
+                cq = W.dtype.type(ga * inv_qr[b, a])
+                cq_item = W.dtype.type(ga * y[a] * inv_qr[b, a] * inv_qr[b, a])
                 sgy += ga * y[a]
                 for k in range(d):
                     acc[k] += cq * q[k]
-                if update_items:
-                    cq_item = W.dtype.type(ga * y[a] * inv_q[a] * inv_q[a])
-                    for k in range(d):
-                        gq[k] += cq * pb[k] - cq_item * q[k]
+                    gq[k] = cq * pb[k] - cq_item * q[k]
             else:
                 ga_t = W.dtype.type(ga)
                 for k in range(d):
                     acc[k] += ga_t * q[k]
-                if update_items:
-                    for k in range(d):
-                        gq[k] += ga_t * pb[k]
+                    gq[k] = ga_t * pb[k]
         # G replaces S row by row (rows beyond nb are zero: their P rows are)
         row_active = 0
         for j in range(n_neg):
@@ -575,6 +574,7 @@ def _shared_block(
     else:
         np.dot(S, shared_q, dP)
         np.dot(S.T, P, shared_dq)
+    # Scatter into the row gradients (independent iterations again).
     for b in range(nb):
         u = users[b]
         count = _touch(u, flags, touched, count)
@@ -591,6 +591,14 @@ def _shared_block(
         else:
             for k in range(d):
                 gp[k] += acc[k] + dp[k]
+        if update_items:
+            for a in range(e0):
+                row = n_users + row_targets[b, a]
+                count = _touch(row, flags, touched, count)
+                gq = grad[row]
+                src = GQ[b, a]
+                for k in range(d):
+                    gq[k] += src[k]
     return total, count
 
 
@@ -677,10 +685,12 @@ def pairs_loss_and_grad(
             np.empty(n_pairs),
             np.empty(n_pairs),
             np.empty(n_pairs, np.int64),
+            np.empty((n_pairs, e0, d), W.dtype),
+            np.empty((n_pairs, e0, d), W.dtype),
+            np.empty((n_pairs, e0)),
             shared_dq,
             y,
             g,
-            inv_q,
             bits,
         )
         _finish_shared(
@@ -825,6 +835,9 @@ def train_epoch(
     block_inv_p = np.empty((n_threads, rows))
     block_sum_gy = np.empty((n_threads, rows))
     block_active = np.empty((n_threads, rows), np.int64)
+    block_Qr = np.empty((n_threads, rows, e0, d), W.dtype)
+    block_GQ = np.empty((n_threads, rows, e0, d), W.dtype)
+    block_inv_qr = np.empty((n_threads, rows, e0))
     block_dq = np.empty((n_threads, n_shared, d), W.dtype)
     total_loss = 0.0
     for batch in range(n_batches):
@@ -896,10 +909,12 @@ def train_epoch(
                     block_inv_p[t],
                     block_sum_gy[t],
                     block_active[t],
+                    block_Qr[t],
+                    block_GQ[t],
+                    block_inv_qr[t],
                     block_dq[t],
                     y,
                     g,
-                    inv_q,
                     bits,
                 )
                 if update_items:
