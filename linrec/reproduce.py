@@ -64,10 +64,13 @@ ALL_LOSSES = [name for name in LOSSES if name != "softmax"]
 # when it is in the batch, so it needs a larger step than the dense Adam of PyTorch
 # implementations (1e-3 barely moves user vectors in 20 epochs).
 COMMON = {"n_factors": 64, "batch_size": 1024, "learning_rate": 1e-2}
-# Per-loss defaults. CCL follows SimpleX (N = 800, m = 0.9, w = 150); the positive-unlabelled
-# forms weigh the positive by tau_u (~1e-3 on these sets), so their w is scaled down.
+# Per-loss defaults. BPR draws one fresh negative per positive, as in MF-BPR baselines (one
+# negative shared by a whole batch of 1024 would be a much weaker signal, and per-pair
+# sampling costs nothing at N = 1). CCL follows SimpleX (N = 800, m = 0.9, w = 150); the
+# positive-unlabelled forms weigh the positive by tau_u (~1e-3 on these sets), so their w is
+# scaled down.
 DEFAULTS = {
-    "bpr": {"n_negatives": 1, "l2": 1e-3},
+    "bpr": {"n_negatives": 1, "negative_sharing": "pair", "l2": 1e-5},
     "infonce": {"n_negatives": 256, "temperature": 0.1},
     "debiased_infonce": {"n_negatives": 256, "temperature": 0.1, "prior_inflation": 1.25},
     "mine": {"n_negatives": 256, "temperature": 0.1},

@@ -819,6 +819,10 @@ def train_epoch(
     counts = np.zeros(n_threads, np.int64)
     thread_loss = np.zeros(n_threads)
     union = np.empty(n_rows, np.int64)
+    # per union entry: first thread that touched the row, and whether another one did
+    union_first = np.empty(n_rows, np.int64)
+    union_shared = np.empty(n_rows, np.bool_)
+    union_pos = np.empty(n_rows, np.int64)
     shared = np.empty(n_neg, np.int64)
     # block buffers of the shared path, allocated once: one slice of rows per thread
     n_shared = n_neg if share_negatives else 0
@@ -986,8 +990,13 @@ def train_epoch(
                 flags[t, row] = 0
                 if stamp[row] != step:
                     stamp[row] = step
+                    union_pos[row] = n_union
                     union[n_union] = row
+                    union_first[n_union] = t
+                    union_shared[n_union] = False
                     n_union += 1
+                else:
+                    union_shared[union_pos[row]] = True
         # Optimiser constants in the dtype of W, so that the d-length loops below run in its
         # SIMD lanes (float32: the precision of the moments and of PyTorch's SparseAdam).
         # Adam: w -= (lr / bias1) m / (sqrt(v) / sqrt(bias2) + eps).
@@ -999,13 +1008,16 @@ def train_epoch(
         eps_t, l2_t, lr_t = dt(opt_eps), dt(l2), dt(learning_rate)
         for idx in prange(n_union):
             row = union[idx]
-            # the thread buffers' sum goes into grad[0]; the others are zeroed on the way
-            gsum = grad[0, row]
-            for t in range(1, n_threads):
-                gt = grad[t, row]
-                for k in range(d):
-                    gsum[k] += gt[k]
-                    gt[k] = 0.0
+            # the sum of the thread buffers goes into the first one that touched the row; the
+            # others are read (and zeroed) only if they touched it too: most rows have one
+            first = union_first[idx]
+            gsum = grad[first, row]
+            if union_shared[idx]:
+                for t in range(first + 1, n_threads):
+                    gt = grad[t, row]
+                    for k in range(d):
+                        gsum[k] += gt[k]
+                        gt[k] = 0.0
             if row < update_limit:
                 w = W[row]
                 if optimizer == ADAM:
