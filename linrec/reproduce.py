@@ -204,12 +204,30 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(values.size))
 
 
-def _base_settings(loss: str, synthetic: bool) -> dict:
+def _base_settings(loss: str, synthetic: bool, overrides: dict | None = None) -> dict:
     base = {**COMMON, **DEFAULTS[loss]}
     if synthetic:
         base.update(n_factors=_SYNTHETIC["n_factors"], batch_size=_SYNTHETIC["batch_size"])
         base["n_negatives"] = min(base["n_negatives"], _SYNTHETIC["max_negatives"])
+    base.update(overrides or {})
     return base
+
+
+def parse_overrides(pairs: list[str] | None) -> dict:
+    """``["learning_rate=0.003", "l2=1e-4"]`` -> ``{"learning_rate": 0.003, "l2": 0.0001}``.
+
+    Values are parsed as JSON when they can be (numbers, true/false, null), else kept as text.
+    """
+    out = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
 
 
 def tune(loss, base, train, args, log, name=""):
@@ -264,7 +282,7 @@ def run_dataset(name, train, test, args, log, on_result=lambda results: None) ->
     results = {}
     for loss in args.losses:
         t0 = time.perf_counter()
-        base = _base_settings(loss, args.synthetic)
+        base = _base_settings(loss, args.synthetic, args.overrides)
         settings, epochs, trials = tune(loss, base, train, args, log, name)
         model, result, curve = final_run(loss, settings, epochs, train, test, args)
         recall = result.per_user["recall", 20]
@@ -298,7 +316,7 @@ def sweep(name, train, args, log) -> dict:
     for loss, param, values in SWEEPS:
         if loss not in args.losses:
             continue
-        base = _base_settings(loss, args.synthetic)
+        base = _base_settings(loss, args.synthetic, args.overrides)
         scores = []
         for value in values:
             model = MF(
@@ -448,6 +466,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also plot validation Recall@20 against CCL's negative weight and InfoNCE's "
         "temperature",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an MF parameter of every loss's starting point (repeatable), e.g. "
+        "--set learning_rate=0.003; grid points still override it",
+    )
     parser.add_argument("--out", default="out/reproduce", help="output folder")
 
 
@@ -457,6 +483,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
     if args.curve_users < 1:
         raise ValueError(f"--curve-users must be >= 1, got {args.curve_users}")
+    args.overrides = parse_overrides(args.set)
     args.synthetic = not args.data
     if args.epochs is None:
         args.epochs = 15 if args.synthetic else 20

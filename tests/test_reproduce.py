@@ -88,3 +88,16 @@ def test_run_on_a_lightgcn_folder(tmp_path):
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="epochs"):
         run(_args(tmp_path, "--epochs", "0"))
+    with pytest.raises(ValueError, match="key=value"):
+        run(_args(tmp_path, "--set", "learning_rate"))
+
+
+def test_overrides_reach_the_model(tmp_path):
+    out = tmp_path / "out"
+    args = _args(out, "--losses", "bpr", "--grid", "none", "--epochs", "1", "--set", "l2=0.5")
+    args.set.append("negative_sharing=batch")
+    assert run(args) == 0
+    params = json.loads((out / "results.json").read_text())["results"]
+    (synthetic,) = params.values()
+    assert synthetic["bpr"]["params"]["l2"] == 0.5
+    assert synthetic["bpr"]["params"]["negative_sharing"] == "batch"
