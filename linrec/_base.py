@@ -299,10 +299,18 @@ class BaseRecommender(BaseEstimator):
                         f"cannot save fitted attribute {key} of type {type(value).__name__}"
                     ) from exc
                 scalars[key] = value
+        # Array-valued parameters (a user-given class prior, say) go in as arrays, bit exact.
+        params = self.get_params(deep=False)
+        array_params = [name for name, value in params.items() if isinstance(value, np.ndarray)]
+        for name in array_params:
+            if params[name].dtype == object:
+                raise TypeError(f"cannot save parameter {name}: object array")
+            arrays[f"{name}::param"] = params.pop(name)
         meta = {
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "linrec_version": __version__,
-            "params": self.get_params(deep=False),
+            "params": params,
+            "array_params": array_params,
             "fitted_scalars": scalars,
             "sparse": sparse_attrs,
         }
@@ -375,7 +383,10 @@ def load(path):
     if not module_name.startswith("linrec"):
         raise ValueError(f"{path} names class {meta['class']}, which is not a linrec model")
     cls = getattr(importlib.import_module(module_name), class_name)
-    model = cls(**meta["params"])
+    params = dict(meta["params"])
+    for name in meta.get("array_params", []):
+        params[name] = files.pop(f"{name}::param")
+    model = cls(**params)
     for key, value in meta["fitted_scalars"].items():
         setattr(model, key, value)
     for key in meta["sparse"]:

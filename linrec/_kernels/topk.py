@@ -25,14 +25,18 @@ from numba import njit, prange
 # 128 and 256, 128 was the fastest on random rows of 41k items, though the machine was loaded.
 _BLOCK = 128
 
+# 'reassoc' only licenses reordering the exact 0/1 count below: the kernel has no other float
+# arithmetic, and comparisons (hence NaN handling) are unaffected by it.
+_FLAGS = {"reassoc"}
 
-@njit(inline="always")
+
+@njit(nogil=True, fastmath=_FLAGS)
 def _worse(a_val, a_idx, b_val, b_idx):
     # True when candidate a ranks below candidate b under the tie rule.
     return a_val < b_val or (a_val == b_val and a_idx > b_idx)
 
 
-@njit(inline="always")
+@njit(nogil=True, fastmath=_FLAGS)
 def _sift_down(vals, idxs, start, size):
     # Min-heap on "rank": the root holds the worst of the kept candidates.
     pos = start
@@ -52,7 +56,7 @@ def _sift_down(vals, idxs, start, size):
             break
 
 
-@njit(inline="always")
+@njit(nogil=True, fastmath=_FLAGS)
 def _sift_up(vals, idxs, pos):
     while pos > 0:
         parent = (pos - 1) // 2
@@ -64,7 +68,7 @@ def _sift_up(vals, idxs, pos):
             break
 
 
-@njit(inline="always")
+@njit(nogil=True, fastmath=_FLAGS)
 def _scan_segment(row, start, stop, offset, k, size, candidates, use_candidates, out_idx, out_val):
     # Offer items start..stop-1 of ``row`` (item ids offset + j) to the heap (out_val,
     # out_idx) holding ``size`` items; returns the new size.
@@ -127,7 +131,7 @@ def _scan_segment(row, start, stop, offset, k, size, candidates, use_candidates,
     return size
 
 
-@njit(inline="always")
+@njit(nogil=True, fastmath=_FLAGS)
 def _select_row(row, k, excl, candidates, use_candidates, out_idx, out_val):
     n_items = row.shape[0]
     size = 0
@@ -145,7 +149,7 @@ def _select_row(row, k, excl, candidates, use_candidates, out_idx, out_val):
     _finish_row(k, size, out_idx, out_val)
 
 
-@njit(inline="always")
+@njit(nogil=True, fastmath=_FLAGS)
 def _finish_row(k, size, out_idx, out_val):
     # Heap sort: move the worst to the end repeatedly -> best-first order.
     end = size
@@ -255,9 +259,6 @@ def _finish_heaps(sizes, heap_idx, heap_val):
 
 # One definition, two compiled variants: the parallel one for numba's thread pool, the serial
 # one (GIL released) for callers that run several batches in Python threads.
-# 'reassoc' only licenses reordering the exact 0/1 count above: the kernel has no other float
-# arithmetic, and comparisons (hence NaN handling) are unaffected by it.
-_FLAGS = {"reassoc"}
 topk_rows = njit(parallel=True, cache=True, fastmath=_FLAGS)(_topk_rows)
 topk_rows_serial = njit(nogil=True, cache=True, fastmath=_FLAGS)(_topk_rows)
 topk_tile_serial = njit(nogil=True, cache=True, fastmath=_FLAGS)(_topk_tile)
