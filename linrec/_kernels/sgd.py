@@ -188,7 +188,9 @@ def _loss_grad(code, y, n_extra, n_neg, tau, params, g, bits):
     eps = params[P_EPS]
     e0 = 1 + n_extra  # first negative
     length = e0 + n_neg
-    for a in range(length):
+    # every branch below writes g of all N negatives; the positive and the extra positives
+    # are set only where they get a gradient
+    for a in range(e0):
         g[a] = 0.0
     y0 = y[0]
     loss = 0.0
