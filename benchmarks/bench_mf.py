@@ -20,12 +20,20 @@ For the per-positive sampler, PyTorch needs minutes per epoch: it is timed on
 epoch (reported as such). Recall@20
 (LightGCN definition, training items excluded) is measured after the same number of epochs
 wherever both sides ran full epochs.
+
+Each side runs in its own process (``--worker``), which reports wall and CPU seconds per
+epoch (median over the epochs; CPU time is the fairer figure on a loaded machine), Recall@20
+and its peak resident memory (``ru_maxrss``; the figure after loading the data is printed
+too, so the training's own footprint is the difference).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -72,7 +80,7 @@ def recall_at_20(U, V, cosine, train, test, k=20):
 
 # ----------------------------------------------------------------------------- PyTorch
 def torch_train(loss, cfg, sharing, train, epochs, threads, max_batches, seed=0):
-    """Returns (seconds per epoch, extrapolated?, U, V)."""
+    """Returns (seconds per epoch, CPU seconds per epoch, extrapolated?, U, V)."""
     import torch
     import torch.nn.functional as F
 
@@ -93,15 +101,18 @@ def torch_train(loss, cfg, sharing, train, epochs, threads, max_batches, seed=0)
     cosine = cfg["score"] == "cosine"
     n_batches = (n_pairs + BATCH - 1) // BATCH
     times = []
+    cpu_times = []
     extrapolated = False
     for _ in range(epochs):
         perm = torch.randperm(n_pairs)
         start = time.perf_counter()
+        cpu_start = _cpu_seconds()
         done = 0
         for b in range(n_batches):
             if max_batches is not None and b == _WARMUP_BATCHES:
                 # partial epochs: the first batches (allocator warm-up) are not timed
                 start = time.perf_counter()
+                cpu_start = _cpu_seconds()
                 done = 0
             if max_batches is not None and b >= max_batches + _WARMUP_BATCHES:
                 extrapolated = True
@@ -138,10 +149,12 @@ def torch_train(loss, cfg, sharing, train, epochs, threads, max_batches, seed=0)
             done += 1
         elapsed = time.perf_counter() - start
         times.append(elapsed * n_batches / done)
+        cpu_times.append((_cpu_seconds() - cpu_start) * n_batches / done)
         if extrapolated:
             break
     return (
         float(np.median(times)),
+        float(np.median(cpu_times)),
         extrapolated,
         user.weight.detach().numpy(),
         item.weight.detach().numpy(),
@@ -149,7 +162,17 @@ def torch_train(loss, cfg, sharing, train, epochs, threads, max_batches, seed=0)
 
 
 def linrec_train(loss, cfg, sharing, train, epochs, threads, seed=0):
+    """Returns (seconds per epoch, CPU seconds per epoch, U, V)."""
     params = {k: v for k, v in cfg.items() if k != "score"}
+    cpu = []
+    last = [0.0]
+
+    def record_cpu(model, epoch):
+        # CPU seconds since the previous epoch (the callback runs right after each epoch)
+        now = _cpu_seconds()
+        cpu.append(now - last[0])
+        last[0] = now
+
     model = MF(
         loss,
         score_function=cfg["score"],
@@ -162,8 +185,63 @@ def linrec_train(loss, cfg, sharing, train, epochs, threads, seed=0):
         random_state=seed,
         **params,
     )
-    model.fit(train)
-    return float(np.median(model.epoch_times_)), model.user_factors_, model.item_factors_
+    last[0] = _cpu_seconds()
+    model.fit(train, callback=record_cpu)
+    # the first epoch's CPU time also holds fit's set-up (validation, pair arrays)
+    return (
+        float(np.median(model.epoch_times_)),
+        float(np.median(cpu[1:] if len(cpu) > 1 else cpu)),
+        model.user_factors_,
+        model.item_factors_,
+    )
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker(args) -> dict:
+    """One (side, loss, sharing) run in this process: times, Recall@20 and peak memory."""
+    train, test = load_lightgcn(args.data)
+    cfg = CONFIGS[args.loss]
+    if args.side == "linrec":
+        # load the compiled kernels from numba's cache before timing anything
+        linrec_train(args.loss, cfg, args.sharing, train[:200], 1, args.threads)
+    rss_before = _peak_rss_mib()
+    if args.side == "linrec":
+        wall, cpu, U, V = linrec_train(
+            args.loss, cfg, args.sharing, train, args.epochs, args.threads
+        )
+        extrapolated = False
+    else:
+        full = args.sharing == "batch" and not args.no_torch_full
+        wall, cpu, extrapolated, U, V = torch_train(
+            args.loss,
+            cfg,
+            args.sharing,
+            train,
+            args.epochs if full else 1,
+            args.threads,
+            None if full else args.torch_batches,
+        )
+    rss_peak = _peak_rss_mib()
+    recall = (
+        float("nan") if extrapolated else recall_at_20(U, V, cfg["score"] == "cosine", train, test)
+    )
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "extrapolated": extrapolated,
+        "recall": recall,
+        "rss_data_mib": rss_before,
+        "rss_peak_mib": rss_peak,
+        "load": os.getloadavg()[0],
+    }
 
 
 def main(argv=None):
@@ -184,73 +262,76 @@ def main(argv=None):
         action="store_true",
         help="time PyTorch on --torch-batches batches in every configuration",
     )
+    parser.add_argument(
+        "--torch-wait-policy",
+        choices=["passive", "default"],
+        default="passive",
+        help="OMP_WAIT_POLICY of the PyTorch process ('default': unset, libgomp spins a while "
+        "between parallel regions; faster on an idle machine, slower on a loaded one)",
+    )
+    parser.add_argument(
+        "--worker", nargs=3, metavar=("SIDE", "LOSS", "SHARING"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
-    train, test = load_lightgcn(args.data)
-    # load every compiled kernel from numba's cache before timing anything
-    for sharing in ("batch", "pair"):
-        linrec_train("infonce", CONFIGS["infonce"], sharing, train[:200], 1, args.threads)
-        linrec_train("bpr", CONFIGS["bpr"], sharing, train[:200], 1, args.threads)
-    print(f"data: {train.shape}, {train.nnz} train pairs; load: {os.getloadavg()}", flush=True)
+    if args.worker:
+        args.side, args.loss, args.sharing = args.worker
+        print("RESULT " + json.dumps(worker(args)), flush=True)
+        return
+    print(f"load before: {os.getloadavg()}", flush=True)
     rows = []
     for sharing in args.sharing:
         for loss in args.losses:
-            cfg = CONFIGS[loss]
             if sharing == "pair" and loss != "infonce":
                 continue  # per-positive negatives: the ANCHORS configuration only
-            full_torch = sharing == "batch" and not args.no_torch_full
-            t0 = time.perf_counter()
-            ours, U, V = linrec_train(loss, cfg, sharing, train, args.epochs, args.threads)
-            ours_recall = recall_at_20(U, V, cfg["score"] == "cosine", train, test)
-            print(
-                f"linrec {loss} {sharing}: {ours:.1f} s/epoch, Recall@20 {ours_recall:.4f} "
-                f"({time.perf_counter() - t0:.0f} s)",
-                flush=True,
-            )
-            t0 = time.perf_counter()
-            theirs, extrapolated, TU, TV = torch_train(
-                loss,
-                cfg,
-                sharing,
-                train,
-                args.epochs if full_torch else 1,
-                args.threads,
-                None if full_torch else args.torch_batches,
-            )
-            torch_recall = (
-                recall_at_20(TU, TV, cfg["score"] == "cosine", train, test)
-                if not extrapolated
-                else float("nan")
-            )
-            print(
-                f"torch  {loss} {sharing}: {theirs:.1f} s/epoch"
-                f"{' (extrapolated)' if extrapolated else ''}, Recall@20 {torch_recall:.4f} "
-                f"({time.perf_counter() - t0:.0f} s)",
-                flush=True,
-            )
-            rows.append(
-                (
-                    loss,
-                    sharing,
-                    cfg["n_negatives"],
-                    ours,
-                    theirs,
-                    extrapolated,
-                    ours_recall,
-                    torch_recall,
+            result = {}
+            for side in ("linrec", "torch"):
+                # each side in a fresh process: its own peak memory, no shared thread pools
+                command = [sys.executable, __file__, "--worker", side, loss, sharing]
+                command += ["--data", args.data, "--epochs", str(args.epochs)]
+                command += [
+                    "--threads",
+                    str(args.threads),
+                    "--torch-batches",
+                    str(args.torch_batches),
+                ]
+                if args.no_torch_full:
+                    command.append("--no-torch-full")
+                env = dict(os.environ)
+                if side == "torch" and args.torch_wait_policy == "default":
+                    env.pop("OMP_WAIT_POLICY", None)
+                t0 = time.perf_counter()
+                out = subprocess.run(
+                    command, capture_output=True, text=True, check=True, env=env
+                ).stdout
+                line = next(x for x in out.splitlines() if x.startswith("RESULT "))
+                result[side] = r = json.loads(line[len("RESULT ") :])
+                print(
+                    f"{side:6s} {loss} {sharing}: {r['wall']:.2f} s/epoch (CPU {r['cpu']:.2f} s)"
+                    f"{' (extrapolated)' if r['extrapolated'] else ''}, Recall@20 "
+                    f"{r['recall']:.4f}, peak RSS {r['rss_peak_mib']:.0f} MiB (after loading "
+                    f"{r['rss_data_mib']:.0f}), load {r['load']:.1f} "
+                    f"({time.perf_counter() - t0:.0f} s)",
+                    flush=True,
                 )
-            )
+            rows.append((loss, sharing, CONFIGS[loss]["n_negatives"], result))
     print(f"\nload after: {os.getloadavg()}")
     print(
-        "| loss | negatives | N | linrec s/epoch | PyTorch s/epoch | speed-up | "
-        f"linrec Recall@20 | PyTorch Recall@20 (after {args.epochs} epochs) |"
+        "| loss | negatives | N | linrec s/epoch (CPU s) | PyTorch s/epoch (CPU s) | speed-up "
+        f"(wall / CPU) | linrec Recall@20 | PyTorch Recall@20 (after {args.epochs} epochs) | "
+        "peak RSS linrec / PyTorch (MiB) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for loss, sharing, n, ours, theirs, extra, r1, r2 in rows:
+    print("|---|---|---|---|---|---|---|---|---|")
+    for loss, sharing, n, result in rows:
+        ours, theirs = result["linrec"], result["torch"]
+        extra = theirs["extrapolated"]
         note = " (extrapolated from the first batches)" if extra else ""
-        r2s = "n/a (partial epoch)" if extra else f"{r2:.4f}"
+        r2s = "n/a (partial epoch)" if extra else f"{theirs['recall']:.4f}"
         print(
-            f"| {loss} | {'shared per batch' if sharing == 'batch' else 'per positive'} | "
-            f"{n} | {ours:.1f} | {theirs:.1f}{note} | {theirs / ours:.1f}x | {r1:.4f} | {r2s} |"
+            f"| {loss} | {'shared per batch' if sharing == 'batch' else 'per positive'} | {n} | "
+            f"{ours['wall']:.2f} ({ours['cpu']:.2f}) | {theirs['wall']:.2f} "
+            f"({theirs['cpu']:.2f}){note} | {theirs['wall'] / ours['wall']:.1f}x / "
+            f"{theirs['cpu'] / ours['cpu']:.1f}x | {ours['recall']:.4f} | {r2s} | "
+            f"{ours['rss_peak_mib']:.0f} / {theirs['rss_peak_mib']:.0f} |"
         )
 
 

@@ -74,6 +74,95 @@ def _bounded(r, n):
     return np.int64(((r >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32))
 
 
+# --------------------------------------------------------------------------- exp, sum, max
+# exp without a libm call, so that loops over the N negatives vectorise (numba has no vector
+# math library here): x = n ln2 + r with |r| <= ln2 / 2 (Cody-Waite split of ln2), e^r by its
+# Taylor polynomial of degree 13 (truncation below 1e-17 relative), 2^n by building the
+# exponent bits. Accuracy: a few ulp (tested against np.exp). Arguments are clamped to
+# [-708, 709] (e^-708 ~ 3e-308 stands in for smaller values: the losses add these terms to
+# sums of order >= 1, where they vanish).
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+
+
+@njit(inline="always")
+def _exp_reduced(x):
+    x = min(max(x, -708.0), 709.0)
+    n = np.floor(x * _LOG2E + 0.5)
+    r = (x - n * _LN2_HI) - n * _LN2_LO
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    return p, (np.int64(n) + 1023) << 52
+
+
+@njit(inline="always")
+def _exp_into(src, scale, shift, lo, hi, dst, bits):
+    """``dst[a] = exp(src[a] * scale - shift)`` for a in [lo, hi); ``bits`` int64 scratch."""
+    for a in range(lo, hi):
+        dst[a], bits[a] = _exp_reduced(src[a] * scale - shift)
+    powers = bits.view(np.float64)
+    for a in range(lo, hi):
+        dst[a] *= powers[a]
+
+
+@njit(cache=True)
+def exp_array(x):
+    """``np.exp(x)`` through the vectorisable kernel exp (for its test)."""
+    out = np.empty(x.shape[0])
+    bits = np.empty(x.shape[0], np.int64)
+    _exp_into(x, 1.0, 0.0, 0, x.shape[0], out, bits)
+    return out
+
+
+@njit(inline="always")
+def _sum(v, lo, hi):
+    # eight independent partial sums: the additions pipeline instead of waiting on each other
+    acc = np.zeros(8)
+    a = lo
+    while a + 8 <= hi:
+        for c in range(8):
+            acc[c] += v[a + c]
+        a += 8
+    total = 0.0
+    while a < hi:
+        total += v[a]
+        a += 1
+    for c in range(8):
+        total += acc[c]
+    return total
+
+
+@njit(inline="always")
+def _max_scaled(v, lo, hi, scale, start):
+    """max(start, max of v[lo:hi] * scale), with eight independent running maxima."""
+    acc = np.full(8, start)
+    a = lo
+    while a + 8 <= hi:
+        for c in range(8):
+            acc[c] = max(acc[c], v[a + c] * scale)
+        a += 8
+    out = start
+    while a < hi:
+        out = max(out, v[a] * scale)
+        a += 1
+    for c in range(8):
+        out = max(out, acc[c])
+    return out
+
+
 # --------------------------------------------------------------------------- losses
 @njit(cache=True)
 def loss_grad(code, y, n_extra, n_neg, tau, params, g):
@@ -82,6 +171,16 @@ def loss_grad(code, y, n_extra, n_neg, tau, params, g):
     ``y`` holds ``[y+, y_k (M), y_j (N)]``; ``g`` (same length) receives dL/dy. Returns the
     loss (float64). Formulas: :mod:`linrec.losses`.
     """
+    return _loss_grad(code, y, n_extra, n_neg, tau, params, g, np.empty(y.shape[0], np.int64))
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _loss_grad(code, y, n_extra, n_neg, tau, params, g, bits):
+    """:func:`loss_grad` with ``bits`` (int64, length of ``y``) as scratch of the exp.
+
+    Compiled with reassociation (sums over the negatives vectorise; their order of addition
+    is not the written one, a relative change of order 1e-16).
+    """
     t = params[P_TEMPERATURE]
     w = params[P_NEG_WEIGHT]
     margin = params[P_MARGIN]
@@ -89,7 +188,9 @@ def loss_grad(code, y, n_extra, n_neg, tau, params, g):
     eps = params[P_EPS]
     e0 = 1 + n_extra  # first negative
     length = e0 + n_neg
-    for a in range(length):
+    # every branch below writes g of all N negatives; the positive and the extra positives
+    # are set only where they get a gradient
+    for a in range(e0):
         g[a] = 0.0
     y0 = y[0]
     loss = 0.0
@@ -107,14 +208,10 @@ def loss_grad(code, y, n_extra, n_neg, tau, params, g):
     elif code == INFONCE:
         inv_t = 1.0 / t
         s0 = y0 * inv_t
-        mx = s0
-        for a in range(e0, length):
-            mx = max(mx, y[a] * inv_t)
+        mx = _max_scaled(y, e0, length, inv_t, s0)
         e_pos = np.exp(s0 - mx)
-        z = e_pos
-        for a in range(e0, length):
-            g[a] = np.exp(y[a] * inv_t - mx)
-            z += g[a]
+        _exp_into(y, inv_t, mx, e0, length, g, bits)
+        z = e_pos + _sum(g, e0, length)
         loss = -s0 + mx + np.log(z)
         c = inv_t / z
         g[0] = (e_pos / z - 1.0) * inv_t
@@ -123,12 +220,12 @@ def loss_grad(code, y, n_extra, n_neg, tau, params, g):
     elif code == DEBIASED_INFONCE:
         s0 = y0 / t
         mx = max(s0, -1.0 / t)
-        for a in range(1, length):
+        for a in range(1, e0):
             mx = max(mx, y[a] / t)
-        mean_neg = 0.0
-        for a in range(e0, length):
-            mean_neg += np.exp(y[a] / t - mx)
-        mean_neg /= n_neg
+        mx = _max_scaled(y, e0, length, 1.0 / t, mx)
+        # exp(y_j / t - mx) is needed twice (mean and gradient): keep it in g
+        _exp_into(y, 1.0 / t, mx, e0, length, g, bits)
+        mean_neg = _sum(g, e0, length) / n_neg
         mean_extra = 0.0
         for a in range(1, e0):
             mean_extra += np.exp(y[a] / t - mx)
@@ -141,10 +238,13 @@ def loss_grad(code, y, n_extra, n_neg, tau, params, g):
         z = e_pos + n_neg * gg
         loss = -s0 + mx + np.log(z)
         g[0] = (e_pos / z - 1.0) / t
+        if not active:
+            for a in range(e0, length):
+                g[a] = 0.0
         if active:
             cneg = 1.0 / (z * (1.0 - tau) * t)
             for a in range(e0, length):
-                g[a] = cneg * np.exp(y[a] / t - mx)
+                g[a] *= cneg
             cext = -n_neg * tau / (z * (1.0 - tau) * n_extra * t)
             for a in range(1, e0):
                 g[a] = cext * np.exp(y[a] / t - mx)
@@ -154,16 +254,12 @@ def loss_grad(code, y, n_extra, n_neg, tau, params, g):
         bal = 1.0 if code == MINE else lam
         eps_pos = eps if code == INFONCE_PLUS else 0.0
         s0 = y0 * inv_t
-        mx = y[e0] * inv_t
-        for a in range(e0, length):
-            mx = max(mx, y[a] * inv_t)
+        mx = _max_scaled(y, e0, length, inv_t, y[e0] * inv_t)
         if eps_pos > 0.0:
             mx = max(mx, s0)
         e_pos = eps_pos * np.exp(s0 - mx)
-        z = e_pos
-        for a in range(e0, length):
-            g[a] = np.exp(y[a] * inv_t - mx)
-            z += g[a]
+        _exp_into(y, inv_t, mx, e0, length, g, bits)
+        z = e_pos + _sum(g, e0, length)
         loss = -s0 + bal * (mx + np.log(z))
         if code != INFONCE_PLUS:
             loss -= bal * np.log(n_neg)
@@ -177,10 +273,11 @@ def loss_grad(code, y, n_extra, n_neg, tau, params, g):
             loss = wpos * (1.0 - y0)
             g[0] = -wpos
         cneg = w / n_neg
+        # branch-free, so that the loop over the N negatives vectorises
         for a in range(e0, length):
-            if y[a] > margin:
-                loss += cneg * (y[a] - margin)
-                g[a] = cneg
+            x = y[a] - margin
+            loss += cneg * max(x, 0.0)
+            g[a] = cneg if x > 0.0 else 0.0
         if code == DEBIASED_CCL:
             cext = w * tau / n_extra
             for a in range(1, e0):
@@ -235,29 +332,20 @@ def _pair_forward_backward(
     g,
     inv_q,
     acc,
-    share,
-    shared_q,
-    shared_dq,
-    shared_buf,
-    nonzero,
+    bits,
 ):
     """Loss of the pair (user row u, targets) and gradients (times ``scale``) into ``grad``.
 
-    Targets are ``[i+, k_1..k_M, j_1..j_N]``. Without ``share`` every target is read from its
-    row of ``W``. With ``share`` the N negatives are the batch's shared ones: their vectors
-    (unit-normalised for cosine scores) are the columns of ``shared_q`` (d x N), contiguous
-    and in cache, and their gradients with respect to those columns accumulate in
-    ``shared_dq`` (d x N; turned into row gradients once per batch by
-    :func:`_finish_shared`). ``shared_buf`` is (2, N) scratch of the dtype of ``W``,
-    ``nonzero`` (N,) int64 scratch.
+    Targets are ``[i+, k_1..k_M, j_1..j_N]``, each read from its row of ``W`` (the
+    per-positive sampler and fold-in; batch-shared negatives go through
+    :func:`_shared_block`).
 
     Inlined into its callers, which are compiled with reassociation allowed so that the
-    d-length loops vectorise; the loss itself (:func:`loss_grad`) is compiled without it.
+    d-length loops vectorise.
     Accumulators take the dtype of ``W`` (float32 training runs in float32 SIMD lanes).
     """
     d = W.shape[1]
     length = 1 + n_extra + n_neg
-    n_row_targets = 1 + n_extra if share else length
     p = W[u]
     inv_p = 1.0
     if cosine:
@@ -265,7 +353,7 @@ def _pair_forward_backward(
         for k in range(1, d):
             pp += p[k] * p[k]
         inv_p = 1.0 / max(np.sqrt(pp), _NORM_FLOOR)
-    for a in range(n_row_targets):
+    for a in range(length):
         q = W[n_users + targets[a]]
         dot = p[0] * q[0]
         qq = q[0] * q[0]
@@ -277,23 +365,10 @@ def _pair_forward_backward(
             y[a] = dot * inv_p * inv_q[a]
         else:
             y[a] = dot
-    e0 = 1 + n_extra
-    if share:
-        # matrix-vector product with the transposed block: the inner loop runs over the N
-        # negatives, contiguous, without horizontal reductions
-        sy = shared_buf[0]
-        sy[:] = 0.0
-        for k in range(d):
-            pk = p[k]
-            qk = shared_q[k]
-            for j in range(n_neg):
-                sy[j] += pk * qk[j]
-        for j in range(n_neg):
-            y[e0 + j] = sy[j] * inv_p
-    loss = loss_grad(code, y, n_extra, n_neg, tau, params, g)
+    loss = _loss_grad(code, y, n_extra, n_neg, tau, params, g, bits)
     acc[:] = 0.0
     sum_gy = 0.0
-    for a in range(n_row_targets):
+    for a in range(length):
         row = n_users + targets[a]
         if update_items:
             count = _touch(row, flags, touched, count)
@@ -320,40 +395,6 @@ def _pair_forward_backward(
             if update_items:
                 for k in range(d):
                     gq[k] += ga_t * p[k]
-    if share:
-        # shared_q holds q (dot) or q^ (cosine), transposed: dL/dq^_j = g_j p^
-        gs = shared_buf[1]
-        n_nonzero = 0
-        for j in range(n_neg):
-            ga = g[e0 + j] * scale
-            gs[j] = ga
-            sum_gy += ga * y[e0 + j]
-            if ga != 0.0:
-                nonzero[n_nonzero] = j
-                n_nonzero += 1
-        if 4 * n_nonzero < n_neg:
-            # margin losses (CCL) leave most negatives inactive: visit only the active ones
-            for k in range(d):
-                qk = shared_q[k]
-                dqk = shared_dq[k]
-                pk = W.dtype.type(p[k] * inv_p)
-                a_k = 0.0
-                for c in range(n_nonzero):
-                    j = nonzero[c]
-                    a_k += qk[j] * gs[j]
-                    dqk[j] += pk * gs[j]
-                acc[k] += a_k
-        else:
-            for k in range(d):
-                qk = shared_q[k]
-                dqk = shared_dq[k]
-                a_k = qk[0] * gs[0]
-                for j in range(1, n_neg):
-                    a_k += qk[j] * gs[j]
-                acc[k] += a_k
-                pk = W.dtype.type(p[k] * inv_p)
-                for j in range(n_neg):
-                    dqk[j] += pk * gs[j]
     count = _touch(u, flags, touched, count)
     gp = grad[u]
     if cosine:
@@ -367,9 +408,10 @@ def _pair_forward_backward(
     return loss, count
 
 
+# --------------------------------------------------------------------------- shared negatives
 @njit(inline="always")
 def _gather_shared(W, n_users, shared, cosine, shared_q, inv_qs):
-    """Copy the shared negatives' rows into the columns of ``shared_q`` (d x N), unit-normalised
+    """Copy the shared negatives' rows into the rows of ``shared_q`` (N x d), unit-normalised
     for cosine scores."""
     d = W.shape[1]
     for j in range(shared.shape[0]):
@@ -379,34 +421,214 @@ def _gather_shared(W, n_users, shared, cosine, shared_q, inv_qs):
             qq += q[k] * q[k]
         inv_qs[j] = 1.0 / max(np.sqrt(qq), _NORM_FLOOR) if cosine else 1.0
         for k in range(d):
-            shared_q[k, j] = q[k] * inv_qs[j]
+            shared_q[j, k] = q[k] * inv_qs[j]
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _shared_block(
+    W,
+    n_users,
+    users,
+    row_targets,
+    tau,
+    code,
+    params,
+    cosine,
+    n_extra,
+    n_neg,
+    scale,
+    update_items,
+    shared_q,
+    grad,
+    flags,
+    touched,
+    count,
+    P,
+    S,
+    R,
+    dP,
+    inv_p,
+    sum_gy,
+    active,
+    Qr,
+    GQ,
+    inv_qr,
+    shared_dq,
+    y,
+    g,
+    bits,
+):
+    """Losses and gradients of a block of pairs that share the same N negatives.
+
+    ``users`` (nb,) user rows, ``row_targets`` (nb, 1 + M) item ids of the positive and the
+    extra positives, ``tau`` (nb,), ``shared_q`` (N, d) the negatives' vectors (unit rows for
+    cosine scores). The scores of the block against the negatives and the two gradient
+    products are matrix products done by BLAS (gemm, the thread's own call):
+
+        S = P Q^T (nb x N),   dL/dP = G Q (nb x d),   dL/dQ = G^T P (N x d),
+
+    where P holds the user vectors (unit rows for cosine) and G = dL/dS, computed row by row
+    by :func:`loss_grad` in place of S (when fewer than 1/8 of the entries of G are nonzero,
+    as with CCL's margin, the two gradient products visit only those entries instead). The
+    user and positive-item gradients go into ``grad``
+    (scaled by ``scale``); ``shared_dq`` (N, d) receives dL/dQ (overwritten), which
+    :func:`_finish_shared` turns into row gradients.
+
+    Scratch (at least nb rows, rows beyond nb are zeroed and contribute nothing): ``P``, ``R``,
+    ``dP`` (rows, d), ``S`` (rows, N), ``inv_p``, ``sum_gy``, ``active`` (int64) (rows,),
+    ``Qr``, ``GQ`` (rows, 1 + M, d) and ``inv_qr`` (rows, 1 + M) for the positives' vectors
+    and gradients, and per-pair ``y``, ``g``, ``bits`` (int64) (1 + M + N). Returns (summed
+    loss, updated touched count).
+    """
+    nb = users.shape[0]
+    d = W.shape[1]
+    e0 = 1 + n_extra
+    # Gathers first, in loops whose iterations are independent, so that the random row
+    # fetches overlap (interleaved with the per-row loss they would be waited for one by one).
+    for b in range(nb):
+        p = W[users[b]]
+        inv = 1.0
+        if cosine:
+            pp = p[0] * p[0]
+            for k in range(1, d):
+                pp += p[k] * p[k]
+            inv = 1.0 / max(np.sqrt(pp), _NORM_FLOOR)
+        inv_p[b] = inv
+        pb = P[b]
+        c = W.dtype.type(inv)
+        for k in range(d):
+            pb[k] = p[k] * c
+        for a in range(e0):
+            q = W[n_users + row_targets[b, a]]
+            qb = Qr[b, a]
+            qq = q[0] * q[0]
+            qb[0] = q[0]
+            for k in range(1, d):
+                qb[k] = q[k]
+                qq += q[k] * q[k]
+            inv_qr[b, a] = 1.0 / max(np.sqrt(qq), _NORM_FLOOR) if cosine else 1.0
+    for b in range(nb, P.shape[0]):
+        P[b, :] = 0.0
+    np.dot(P, shared_q.T, S)
+    total = 0.0
+    n_active = 0
+    for b in range(nb):
+        pb = P[b]
+        for a in range(e0):
+            qb = Qr[b, a]
+            dot = pb[0] * qb[0]
+            for k in range(1, d):
+                dot += pb[k] * qb[k]
+            y[a] = dot * inv_qr[b, a]
+        sb = S[b]
+        for j in range(n_neg):
+            y[e0 + j] = sb[j]
+        total += _loss_grad(code, y, n_extra, n_neg, tau[b], params, g, bits)
+        acc = R[b]
+        acc[:] = 0.0
+        sgy = 0.0
+        for a in range(e0):
+            ga = g[a] * scale
+            q = Qr[b, a]
+            gq = GQ[b, a]
+            if cosine:
+                # dy/dp^ = q^,  dy/dq = (p^ - y q^)/|q|
+                cq = W.dtype.type(ga * inv_qr[b, a])
+                cq_item = W.dtype.type(ga * y[a] * inv_qr[b, a] * inv_qr[b, a])
+                sgy += ga * y[a]
+                for k in range(d):
+                    acc[k] += cq * q[k]
+                    gq[k] = cq * pb[k] - cq_item * q[k]
+            else:
+                ga_t = W.dtype.type(ga)
+                for k in range(d):
+                    acc[k] += ga_t * q[k]
+                    gq[k] = ga_t * pb[k]
+        # G replaces S row by row (rows beyond nb are zero: their P rows are)
+        row_active = 0
+        for j in range(n_neg):
+            ga = g[e0 + j] * scale
+            sb[j] = ga
+            sgy += ga * y[e0 + j]
+            row_active += ga != 0.0
+        sum_gy[b] = sgy
+        active[b] = row_active
+        n_active += row_active
+    if 8 * n_active < nb * n_neg:
+        # margin losses (CCL) leave most negatives inactive (measured on Gowalla with m = 0.9:
+        # under 1%): visiting the nonzero entries of G is far cheaper than two dense products
+        dP[:] = 0.0
+        shared_dq[:] = 0.0
+        for b in range(nb):
+            if active[b] == 0:
+                continue
+            sb = S[b]
+            pb = P[b]
+            dp = dP[b]
+            for j in range(n_neg):
+                ga = sb[j]
+                if ga != 0.0:
+                    q = shared_q[j]
+                    dq = shared_dq[j]
+                    for k in range(d):
+                        dp[k] += ga * q[k]
+                        dq[k] += ga * pb[k]
+    else:
+        np.dot(S, shared_q, dP)
+        np.dot(S.T, P, shared_dq)
+    # Scatter into the row gradients (independent iterations again).
+    for b in range(nb):
+        u = users[b]
+        count = _touch(u, flags, touched, count)
+        gp = grad[u]
+        acc = R[b]
+        dp = dP[b]
+        if cosine:
+            # dL/dp = (dL/dp^ - (dL/dp^ . p^) p^) / |p|, with dL/dp^ . p^ = sum_a g_a y_a
+            c_acc = W.dtype.type(inv_p[b])
+            c_p = W.dtype.type(sum_gy[b] * inv_p[b])
+            pb = P[b]
+            for k in range(d):
+                gp[k] += c_acc * (acc[k] + dp[k]) - c_p * pb[k]
+        else:
+            for k in range(d):
+                gp[k] += acc[k] + dp[k]
+        if update_items:
+            for a in range(e0):
+                row = n_users + row_targets[b, a]
+                count = _touch(row, flags, touched, count)
+                gq = grad[row]
+                src = GQ[b, a]
+                for k in range(d):
+                    gq[k] += src[k]
+    return total, count
 
 
 @njit(inline="always")
 def _finish_shared(
     n_users, shared, cosine, shared_q, inv_qs, shared_dq, grad, flags, touched, count
 ):
-    """Add the shared negatives' gradients to their rows of ``grad`` and reset ``shared_dq``.
+    """Add the shared negatives' gradients ``shared_dq`` (N x d) to their rows of ``grad``.
 
     Cosine: dL/dq = (dL/dq^ - (dL/dq^ . q^) q^) / |q|.
     """
-    d = shared_q.shape[0]
+    d = shared_q.shape[1]
     for j in range(shared.shape[0]):
         row = n_users + shared[j]
         count = _touch(row, flags, touched, count)
         gq = grad[row]
+        dq = shared_dq[j]
         if cosine:
-            proj = 0.0
-            for k in range(d):
-                proj += shared_dq[k, j] * shared_q[k, j]
+            qj = shared_q[j]
+            proj = dq[0] * qj[0]
+            for k in range(1, d):
+                proj += dq[k] * qj[k]
             c = inv_qs[j]
             for k in range(d):
-                gq[k] += c * (shared_dq[k, j] - proj * shared_q[k, j])
+                gq[k] += c * (dq[k] - proj * qj[k])
         else:
             for k in range(d):
-                gq[k] += shared_dq[k, j]
-        for k in range(d):
-            shared_dq[k, j] = 0.0
+                gq[k] += dq[k]
     return count
 
 
@@ -417,29 +639,68 @@ def pairs_loss_and_grad(
     """Summed loss of explicit pairs and its exact gradient w.r.t. ``W`` (serial).
 
     ``users`` (B,), ``targets`` (B, 1 + M + N) item ids, ``tau`` (B,). With ``share`` the
-    negatives of the first row are used as the shared negatives of every pair. Used by the
-    tests: the training kernel runs the same per-pair code.
+    negatives of the first row are used as the shared negatives of every pair (the block
+    path of the training kernel, :func:`_shared_block`). Used by the tests: the training
+    kernel runs the same code.
     """
     n_rows, d = W.shape
+    n_pairs = users.shape[0]
     length = 1 + n_extra + n_neg
+    e0 = 1 + n_extra
     grad = np.zeros((n_rows, d), W.dtype)
     flags = np.zeros(n_rows, np.uint8)
     touched = np.empty(n_rows, np.int64)
     y = np.empty(length)
     g = np.empty(length)
     inv_q = np.empty(length)
-    acc = np.empty(d, W.dtype)
-    shared = targets[0, 1 + n_extra :].copy()
-    shared_q = np.empty((d, n_neg), W.dtype)
-    shared_dq = np.zeros((d, n_neg), W.dtype)
-    shared_buf = np.empty((2, n_neg), W.dtype)
-    nonzero = np.empty(n_neg, np.int64)
-    inv_qs = np.empty(n_neg)
-    if share:
-        _gather_shared(W, n_users, shared, cosine, shared_q, inv_qs)
+    bits = np.empty(length, np.int64)
     total = 0.0
     count = 0
-    for b in range(users.shape[0]):
+    if share:
+        shared = targets[0, e0:].copy()
+        shared_q = np.empty((n_neg, d), W.dtype)
+        inv_qs = np.empty(n_neg)
+        _gather_shared(W, n_users, shared, cosine, shared_q, inv_qs)
+        shared_dq = np.empty((n_neg, d), W.dtype)
+        total, count = _shared_block(
+            W,
+            n_users,
+            users,
+            np.ascontiguousarray(targets[:, :e0]),
+            tau,
+            code,
+            params,
+            cosine,
+            n_extra,
+            n_neg,
+            1.0,
+            True,
+            shared_q,
+            grad,
+            flags,
+            touched,
+            count,
+            np.empty((n_pairs, d), W.dtype),
+            np.empty((n_pairs, n_neg), W.dtype),
+            np.empty((n_pairs, d), W.dtype),
+            np.empty((n_pairs, d), W.dtype),
+            np.empty(n_pairs),
+            np.empty(n_pairs),
+            np.empty(n_pairs, np.int64),
+            np.empty((n_pairs, e0, d), W.dtype),
+            np.empty((n_pairs, e0, d), W.dtype),
+            np.empty((n_pairs, e0)),
+            shared_dq,
+            y,
+            g,
+            bits,
+        )
+        _finish_shared(
+            n_users, shared, cosine, shared_q, inv_qs, shared_dq, grad, flags, touched, count
+        )
+        return total, grad
+    acc = np.empty(d, W.dtype)
+    for b in range(n_pairs):
         loss, count = _pair_forward_backward(
             W,
             users[b],
@@ -461,17 +722,9 @@ def pairs_loss_and_grad(
             g,
             inv_q,
             acc,
-            share,
-            shared_q,
-            shared_dq,
-            shared_buf,
-            nonzero,
+            bits,
         )
         total += loss
-    if share:
-        _finish_shared(
-            n_users, shared, cosine, shared_q, inv_qs, shared_dq, grad, flags, touched, count
-        )
     return total, grad
 
 
@@ -496,10 +749,9 @@ def _sample_targets(
     n_neg,
     sampler,
     pop_items,
-    shared_negatives,
-    share,
     targets,
 ):
+    """Fill ``targets`` with ``[item, M extra positives of u, N negatives]`` (N may be 0)."""
     targets[0] = item
     start = indptr[u]
     n_u = indptr[u + 1] - start
@@ -508,10 +760,7 @@ def _sample_targets(
         targets[1 + a] = indices[start + _bounded(r, n_u)]
     e0 = 1 + n_extra
     for a in range(n_neg):
-        if share:
-            targets[e0 + a] = shared_negatives[a]
-        else:
-            state, targets[e0 + a] = _sample_negative(state, n_items, sampler, pop_items)
+        state, targets[e0 + a] = _sample_negative(state, n_items, sampler, pop_items)
     return state
 
 
@@ -560,20 +809,42 @@ def train_epoch(
     scratch. Only rows below ``update_limit`` are updated (fold-in freezes the items).
     With ``share_negatives`` one set of N negatives is drawn per batch (from the stream keyed
     by position ``n_pairs + batch``, which no pair uses) and used by every pair of the batch:
-    each pair still sees N independent draws from the sampler, and the N rows stay in cache
-    for the whole batch.
+    each pair still sees N independent draws from the sampler, and each thread scores its
+    slice of the batch against them with matrix products (:func:`_shared_block`).
     Returns (sum of pair losses, optimiser step count after the epoch).
     """
     n_rows, d = W.shape
     n_pairs = order.shape[0]
     length = 1 + n_extra + n_neg
+    e0 = 1 + n_extra
     n_batches = (n_pairs + batch_size - 1) // batch_size
     counts = np.zeros(n_threads, np.int64)
     thread_loss = np.zeros(n_threads)
     union = np.empty(n_rows, np.int64)
+    # per union entry: first thread that touched the row, and whether another one did
+    union_first = np.empty(n_rows, np.int64)
+    union_shared = np.empty(n_rows, np.bool_)
+    union_pos = np.empty(n_rows, np.int64)
     shared = np.empty(n_neg, np.int64)
-    shared_q = np.empty((d, n_neg if share_negatives else 0), W.dtype)
-    inv_qs = np.empty(n_neg)
+    # block buffers of the shared path, allocated once: one slice of rows per thread
+    n_shared = n_neg if share_negatives else 0
+    rows = (batch_size + n_threads - 1) // n_threads if share_negatives else 0
+    shared_q = np.empty((n_shared, d), W.dtype)
+    inv_qs = np.empty(n_shared)
+    block_users = np.empty((n_threads, rows), np.int64)
+    block_targets = np.empty((n_threads, rows, e0), np.int64)
+    block_tau = np.empty((n_threads, rows))
+    block_P = np.empty((n_threads, rows, d), W.dtype)
+    block_S = np.empty((n_threads, rows, n_shared), W.dtype)
+    block_R = np.empty((n_threads, rows, d), W.dtype)
+    block_dP = np.empty((n_threads, rows, d), W.dtype)
+    block_inv_p = np.empty((n_threads, rows))
+    block_sum_gy = np.empty((n_threads, rows))
+    block_active = np.empty((n_threads, rows), np.int64)
+    block_Qr = np.empty((n_threads, rows, e0, d), W.dtype)
+    block_GQ = np.empty((n_threads, rows, e0, d), W.dtype)
+    block_inv_qr = np.empty((n_threads, rows, e0))
+    block_dq = np.empty((n_threads, n_shared, d), W.dtype)
     total_loss = 0.0
     for batch in range(n_batches):
         lo = batch * batch_size
@@ -588,41 +859,43 @@ def train_epoch(
         for t in prange(n_threads):
             t_lo = lo + ((hi - lo) * t) // n_threads
             t_hi = lo + ((hi - lo) * (t + 1)) // n_threads
-            targets = np.empty(length, np.int64)
             y = np.empty(length)
             g = np.empty(length)
             inv_q = np.empty(length)
-            acc = np.empty(d, W.dtype)
-            shared_dq = np.zeros(shared_q.shape, W.dtype)
-            shared_buf = np.empty((2, shared_q.shape[1]), W.dtype)
-            nonzero = np.empty(shared_q.shape[1], np.int64)
+            bits = np.empty(length, np.int64)
             count = 0
             loss_sum = 0.0
-            for position in range(t_lo, t_hi):
-                pair = order[position]
-                u = pair_users[pair]
-                state = _pair_state(seed, epoch, position)
-                state = _sample_targets(
-                    state,
-                    indices[pair],
-                    u,
-                    indptr,
-                    indices,
-                    n_items,
-                    n_extra,
-                    n_neg,
-                    sampler,
-                    pop_items,
-                    shared,
-                    share_negatives,
-                    targets,
-                )
-                loss, count = _pair_forward_backward(
+            if share_negatives:
+                nb = t_hi - t_lo
+                users_t = block_users[t]
+                targets_t = block_targets[t]
+                tau_t = block_tau[t]
+                for c in range(nb):
+                    position = t_lo + c
+                    pair = order[position]
+                    u = pair_users[pair]
+                    users_t[c] = u
+                    tau_t[c] = tau[u]
+                    state = _pair_state(seed, epoch, position)
+                    _sample_targets(
+                        state,
+                        indices[pair],
+                        u,
+                        indptr,
+                        indices,
+                        n_items,
+                        n_extra,
+                        0,
+                        sampler,
+                        pop_items,
+                        targets_t[c],
+                    )
+                loss_sum, count = _shared_block(
                     W,
-                    u,
-                    targets,
                     n_users,
-                    tau[u],
+                    users_t[:nb],
+                    targets_t[:nb],
+                    tau_t[:nb],
                     code,
                     params,
                     cosine,
@@ -630,34 +903,83 @@ def train_epoch(
                     n_neg,
                     scale,
                     update_items,
+                    shared_q,
                     grad[t],
                     flags[t],
                     touched[t],
                     count,
+                    block_P[t],
+                    block_S[t],
+                    block_R[t],
+                    block_dP[t],
+                    block_inv_p[t],
+                    block_sum_gy[t],
+                    block_active[t],
+                    block_Qr[t],
+                    block_GQ[t],
+                    block_inv_qr[t],
+                    block_dq[t],
                     y,
                     g,
-                    inv_q,
-                    acc,
-                    share_negatives,
-                    shared_q,
-                    shared_dq,
-                    shared_buf,
-                    nonzero,
+                    bits,
                 )
-                loss_sum += loss
-            if share_negatives and update_items:
-                count = _finish_shared(
-                    n_users,
-                    shared,
-                    cosine,
-                    shared_q,
-                    inv_qs,
-                    shared_dq,
-                    grad[t],
-                    flags[t],
-                    touched[t],
-                    count,
-                )
+                if update_items:
+                    count = _finish_shared(
+                        n_users,
+                        shared,
+                        cosine,
+                        shared_q,
+                        inv_qs,
+                        block_dq[t],
+                        grad[t],
+                        flags[t],
+                        touched[t],
+                        count,
+                    )
+            else:
+                targets = np.empty(length, np.int64)
+                acc = np.empty(d, W.dtype)
+                for position in range(t_lo, t_hi):
+                    pair = order[position]
+                    u = pair_users[pair]
+                    state = _pair_state(seed, epoch, position)
+                    _sample_targets(
+                        state,
+                        indices[pair],
+                        u,
+                        indptr,
+                        indices,
+                        n_items,
+                        n_extra,
+                        n_neg,
+                        sampler,
+                        pop_items,
+                        targets,
+                    )
+                    loss, count = _pair_forward_backward(
+                        W,
+                        u,
+                        targets,
+                        n_users,
+                        tau[u],
+                        code,
+                        params,
+                        cosine,
+                        n_extra,
+                        n_neg,
+                        scale,
+                        update_items,
+                        grad[t],
+                        flags[t],
+                        touched[t],
+                        count,
+                        y,
+                        g,
+                        inv_q,
+                        acc,
+                        bits,
+                    )
+                    loss_sum += loss
             counts[t] = count
             thread_loss[t] = loss_sum
         # Union of touched rows, built serially; thread losses summed in thread order.
@@ -670,33 +992,58 @@ def train_epoch(
                 flags[t, row] = 0
                 if stamp[row] != step:
                     stamp[row] = step
+                    union_pos[row] = n_union
                     union[n_union] = row
+                    union_first[n_union] = t
+                    union_shared[n_union] = False
                     n_union += 1
-        bias1 = 1.0 - beta1**step
-        bias2 = 1.0 - beta2**step
+                else:
+                    union_shared[union_pos[row]] = True
+        # Optimiser constants in the dtype of W, so that the d-length loops below run in its
+        # SIMD lanes (float32: the precision of the moments and of PyTorch's SparseAdam).
+        # Adam: w -= (lr / bias1) m / (sqrt(v) / sqrt(bias2) + eps).
+        dt = W.dtype.type
+        step_size = dt(learning_rate / (1.0 - beta1**step))
+        inv_sqrt_bias2 = dt(1.0 / np.sqrt(1.0 - beta2**step))
+        b1, b2 = dt(beta1), dt(beta2)
+        c1, c2 = dt(1.0 - beta1), dt(1.0 - beta2)
+        eps_t, l2_t, lr_t = dt(opt_eps), dt(l2), dt(learning_rate)
         for idx in prange(n_union):
             row = union[idx]
-            update = row < update_limit
-            for k in range(d):
-                gk = 0.0
-                for t in range(n_threads):
-                    gk += grad[t, row, k]
-                    grad[t, row, k] = 0.0
-                if not update:
-                    continue
-                gk += l2 * W[row, k]
+            # the sum of the thread buffers goes into the first one that touched the row; the
+            # others are read (and zeroed) only if they touched it too: most rows have one
+            first = union_first[idx]
+            gsum = grad[first, row]
+            if union_shared[idx]:
+                for t in range(first + 1, n_threads):
+                    gt = grad[t, row]
+                    for k in range(d):
+                        gsum[k] += gt[k]
+                        gt[k] = 0.0
+            if row < update_limit:
+                w = W[row]
                 if optimizer == ADAM:
-                    m = beta1 * moment1[row, k] + (1.0 - beta1) * gk
-                    v = beta2 * moment2[row, k] + (1.0 - beta2) * gk * gk
-                    moment1[row, k] = m
-                    moment2[row, k] = v
-                    W[row, k] -= learning_rate * (m / bias1) / (np.sqrt(v / bias2) + opt_eps)
+                    m1 = moment1[row]
+                    m2 = moment2[row]
+                    for k in range(d):
+                        gk = gsum[k] + l2_t * w[k]
+                        m = b1 * m1[k] + c1 * gk
+                        v = b2 * m2[k] + c2 * gk * gk
+                        m1[k] = m
+                        m2[k] = v
+                        w[k] -= step_size * m / (np.sqrt(v) * inv_sqrt_bias2 + eps_t)
                 elif optimizer == ADAGRAD:
-                    v = moment2[row, k] + gk * gk
-                    moment2[row, k] = v
-                    W[row, k] -= learning_rate * gk / (np.sqrt(v) + opt_eps)
+                    m2 = moment2[row]
+                    for k in range(d):
+                        gk = gsum[k] + l2_t * w[k]
+                        v = m2[k] + gk * gk
+                        m2[k] = v
+                        w[k] -= lr_t * gk / (np.sqrt(v) + eps_t)
                 else:
-                    W[row, k] -= learning_rate * gk
+                    for k in range(d):
+                        w[k] -= lr_t * (gsum[k] + l2_t * w[k])
+            for k in range(d):
+                gsum[k] = 0.0
     return total_loss, step
 
 
@@ -797,12 +1144,11 @@ def fold_in(
         y = np.empty(length)
         g = np.empty(length)
         inv_q = np.empty(length)
+        bits = np.empty(length, np.int64)
         acc = np.empty(d, W.dtype)
         touched = np.empty(1, np.int64)
         moment1 = np.zeros(d)
         moment2 = np.zeros(d)
-        dummy = np.empty(0, np.int64)
-        empty_q = np.empty((d, 0), W.dtype)
         step = 0
         for epoch in range(n_epochs):
             state, r = _next(key ^ np.uint64(epoch + 1))
@@ -821,8 +1167,6 @@ def fold_in(
                     n_neg,
                     sampler,
                     pop_items,
-                    dummy,
-                    False,
                     targets,
                 )
                 grad[u, :] = 0.0
@@ -847,11 +1191,7 @@ def fold_in(
                     g,
                     inv_q,
                     acc,
-                    False,
-                    empty_q,
-                    empty_q,
-                    empty_q,
-                    dummy,
+                    bits,
                 )
                 step += 1
                 _row_update(
