@@ -101,3 +101,17 @@ def test_overrides_reach_the_model(tmp_path):
     (synthetic,) = params.values()
     assert synthetic["bpr"]["params"]["l2"] == 0.5
     assert synthetic["bpr"]["params"]["negative_sharing"] == "batch"
+
+
+def test_linrec_reproduce_command(tmp_path, capsys):
+    from linrec.cli import main
+
+    out = tmp_path / "out"
+    code = main(
+        ["reproduce", "--losses", "bpr", "--grid", "none", "--epochs", "1", "--n-jobs", "1"]
+        + ["--out", str(out)]
+    )
+    assert code == 0
+    assert "| bpr |" in (out / "results.md").read_text()
+    assert main(["reproduce", "--epochs", "0", "--out", str(out)]) == 1
+    assert "--epochs must be >= 1" in capsys.readouterr().err
