@@ -107,10 +107,8 @@ def test_linrec_reproduce_command(tmp_path, capsys):
     from linrec.cli import main
 
     out = tmp_path / "out"
-    code = main(
-        ["reproduce", "--losses", "bpr", "--grid", "none", "--epochs", "1", "--n-jobs", "1"]
-        + ["--out", str(out)]
-    )
+    argv = ["reproduce", "--losses", "bpr", "--grid", "none", "--epochs", "1", "--n-jobs", "1"]
+    code = main([*argv, "--out", str(out)])
     assert code == 0
     assert "| bpr |" in (out / "results.md").read_text()
     assert main(["reproduce", "--epochs", "0", "--out", str(out)]) == 1
