@@ -216,8 +216,8 @@ def test_objective_never_increases(rng, params, solver):
 
 
 # ---------------------------------------------------------------------------- kernels
-def _system(rng, params, d=7, dtype=np.float64):
-    X = _counts(rng, 30, 25, 0.3)
+def _system(rng, params, d=7, dtype=np.float64, density=0.3):
+    X = _counts(rng, 30, 25, density)
     row_weight, extra, rhs = objective_terms(
         X,
         params["objective"],
@@ -264,29 +264,43 @@ def test_cholesky_kernel_solves_normal_equations(rng, params):
 
 
 # Every path of the exact kernel: the n_u x n_u (Woodbury) form needs n_u < d and e >= 0; d = 3
-# sends most rows, a negative e (Hu with w above the confidence) every row, to the d x d solve.
+# sends most rows, a negative e (Hu with w above the confidence) every row, to the d x d solve;
+# density 0.9 gives rows of about 22 entries, which build the d x d system by gemm (in pieces
+# of d entries when d = 4).
 NEGATIVE_EXTRA = dict(
     objective="hu", unobserved_weight=3.0, confidence_scale=0.0, regularization=0.1
 )
 
 
 @pytest.mark.parametrize(
-    ("params", "d"),
+    ("params", "d", "density"),
     [
-        (OBJECTIVE_PARAMS[0], 3),
-        (OBJECTIVE_PARAMS[0], 24),
-        (OBJECTIVE_PARAMS[4], 24),
-        (NEGATIVE_EXTRA, 24),
+        (OBJECTIVE_PARAMS[0], 3, 0.3),
+        (OBJECTIVE_PARAMS[2], 4, 0.9),
+        (OBJECTIVE_PARAMS[0], 24, 0.3),
+        (OBJECTIVE_PARAMS[4], 24, 0.3),
+        (NEGATIVE_EXTRA, 24, 0.3),
+        (NEGATIVE_EXTRA, 24, 0.9),
     ],
-    ids=["direct", "low-rank", "low-rank-debiased", "negative-extra"],
+    ids=[
+        "direct",
+        "direct-gemm-pieces",
+        "low-rank",
+        "low-rank-debiased",
+        "negative-extra",
+        "negative-extra-gemm",
+    ],
 )
-def test_cholesky_kernel_paths_match_numpy_solve(rng, params, d):
-    _, args, P0, bounds = _system(rng, params, d=d)
+def test_cholesky_kernel_paths_match_numpy_solve(rng, params, d, density):
+    _, args, P0, bounds = _system(rng, params, d=d, density=density)
     indptr, indices, extra, rhs, c, reg, gram, Q = args
     if params is NEGATIVE_EXTRA:
         assert extra.min() < 0
-    if d == 24:
-        assert np.diff(indptr).max() < d  # every row takes the n_u x n_u form (if e >= 0)
+    n_u = np.diff(indptr)
+    if d == 24 and density == 0.3:
+        assert n_u.max() < d  # every row takes the n_u x n_u form (if e >= 0)
+    if density == 0.9:
+        assert n_u.min() >= 16  # every direct row is built by gemm (_GEMM_MIN_ENTRIES)
     P = P0.copy()
     status = np.zeros(P.shape[0], np.int8)
     solve_cholesky(*args, P, bounds, status)

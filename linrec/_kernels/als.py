@@ -41,7 +41,8 @@ with it. In that basis the shared part ``c_u G + reg_u I`` of every system is th
   ``e_ui >= 0`` solves ``(D_u + U^T E U) x~ = U^T b`` through Woodbury's identity as an
   ``n_u x n_u`` Cholesky of ``I + S K S`` (``K = U D_u^-1 U^T``, ``S = E^1/2``, eigenvalues
   >= 1): O(n_u^2 d + n_u^3) instead of O(n_u d^2 + d^3). Other rows (and any row whose small
-  factorisation fails) take the d x d Cholesky of ``D_u + U^T E U``, O(n_u d^2 + d^3).
+  factorisation fails) take the d x d Cholesky of ``D_u + U^T E U``, O(n_u d^2 + d^3), the
+  sum over entries built by BLAS gemm in pieces of d entries for long rows.
 - :func:`solve_cg`: conjugate gradient warm-started from the current row, ``n_steps`` steps,
   matrix-free: ``A v = D_u v + sum_i e_ui q~_i (q~_i . v)``, O(n_u d) a step. CG's iterates
   are those of CG in the original basis (the basis change is orthogonal). CG never
@@ -205,6 +206,11 @@ def _add_sparse_product(Qu, extra, start, n_u, v, out):
 _ROTATE_ROWS = 64
 
 
+# Rows at least this long build their d x d system by BLAS gemm (pieces of up to d entries);
+# shorter ones by scalar loops, where a gemm call's overhead would not pay.
+_GEMM_MIN_ENTRIES = 16
+
+
 def gram_eigenbasis(gram, dtype):
     """Eigenvalues and eigenvectors of the symmetric Gram matrix, computed in float64.
 
@@ -281,6 +287,34 @@ def _add_entries(A, b, other, indices, extra, rhs, start, end):
             for k in range(a + 1):
                 Aa[k] += ea * q[k]
         idx += 1
+
+
+@njit(cache=True)
+def _add_entries_gemm(A, b, other, indices, extra, rhs, start, end, W, Qp, T):
+    # The same sums as _add_entries for long rows: entries in pieces of up to d, gathered
+    # into contiguous scratch (Qp the rows, W the rows times e) so that each piece's
+    # sum e q q^T is one BLAS gemm (W^T Qp) instead of scalar loops over the triangle.
+    d = b.shape[0]
+    idx = start
+    while idx < end:
+        m = min(d, end - idx)
+        for k in range(m):
+            q = other[indices[idx + k]]
+            e = extra[idx + k]
+            t = rhs[idx + k]
+            Qk = Qp[k]
+            Wk = W[k]
+            for a in range(d):
+                Qk[a] = q[a]
+                Wk[a] = e * q[a]
+                b[a] += t * q[a]
+        np.dot(W[:m].T, Qp[:m], T)
+        for a in range(d):
+            Aa = A[a]
+            Ta = T[a]
+            for k in range(a + 1):
+                Aa[k] += Ta[k]
+        idx += m
 
 
 @njit(cache=True)
@@ -376,6 +410,8 @@ def _solve_exact_rotated(
     for c in prange(n_chunks):
         A = np.empty((d, d), dtype=out.dtype)
         W = np.empty((d, d), dtype=out.dtype)
+        Qp = np.empty((d, d), dtype=out.dtype)
+        T = np.empty((d, d), dtype=out.dtype)
         b = np.empty(d, dtype=out.dtype)
         D = np.empty(d, dtype=out.dtype)
         s = np.empty(d, dtype=out.dtype)
@@ -412,7 +448,10 @@ def _solve_exact_rotated(
                     Aa[k] = 0
                 Aa[a] = D[a]
                 b[a] = 0
-            _add_entries(A, b, other, indices, extra, rhs, start, end)
+            if n_u >= _GEMM_MIN_ENTRIES:
+                _add_entries_gemm(A, b, other, indices, extra, rhs, start, end, W, Qp, T)
+            else:
+                _add_entries(A, b, other, indices, extra, rhs, start, end)
             if _cholesky_solve(A, b, d):
                 x[:] = b
             else:
