@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _ials_common import SHARED_DATA, load_lightgcn, recall_ndcg
 
 from linrec._memory import PeakMemory
+from linrec.datasets import make_implicit_split
 from linrec.ials import IALS
 
 # Settings chosen on a validation split of the training file (benchmarks/tune_ials.py; see
@@ -54,29 +55,34 @@ IMPLICIT_PARAMS = {
 }
 
 
-def synthetic(n_users=200_000, n_items=100_000, nnz=10_000_000, seed=0):
-    """Power-law (Zipf-like) users x items matrix with about ``nnz`` interactions."""
-    rng = np.random.default_rng(seed)
-    item_p = 1.0 / np.arange(1, n_items + 1) ** 0.8
-    item_p /= item_p.sum()
-    user_p = 1.0 / np.arange(1, n_users + 1) ** 0.6
-    user_p /= user_p.sum()
-    rows = rng.choice(n_users, nnz, p=user_p)
-    cols = rng.choice(n_items, nnz, p=item_p)
-    X = sp.csr_matrix((np.ones(nnz, np.float32), (rows, cols)), shape=(n_users, n_items))
-    X.data[:] = 1
-    X = X[np.diff(X.indptr) > 0]
-    # hold out one interaction in five as the test part
-    coo = X.tocoo()
-    test_mask = rng.random(coo.nnz) < 0.2
-    train = sp.csr_matrix(
-        (coo.data[~test_mask], (coo.row[~test_mask], coo.col[~test_mask])), shape=X.shape
+def synthetic(n_users, n_items=100_000, density=0.002, cache=None):
+    """``linrec.datasets.make_implicit_split`` data (power-law users and items, planted tastes).
+
+    The defaults make about 10M interactions (50k users x 100k items, 200 per user on
+    average), of which 20% per user are held out as the test part. Generation costs
+    O(n_users n_items) (minutes at this size), so ``cache`` (an .npz path) keeps the result.
+    """
+    if cache is not None and Path(cache).exists():
+        with np.load(cache) as z:
+            shape = tuple(z["shape"])
+            train = sp.csr_matrix((z["tr_data"], z["tr_indices"], z["tr_indptr"]), shape=shape)
+            test = sp.csr_matrix((z["te_data"], z["te_indices"], z["te_indptr"]), shape=shape)
+        return train, test
+    train, test = make_implicit_split(
+        n_users=n_users, n_items=n_items, density=density, test_fraction=0.2, random_state=0
     )
-    test = sp.csr_matrix(
-        (coo.data[test_mask], (coo.row[test_mask], coo.col[test_mask])), shape=X.shape
-    )
-    keep = np.diff(train.indptr) > 0
-    return train[keep], test[keep]
+    if cache is not None:
+        np.savez(
+            cache,
+            shape=np.asarray(train.shape),
+            tr_data=train.data,
+            tr_indices=train.indices,
+            tr_indptr=train.indptr,
+            te_data=test.data,
+            te_indices=test.indices,
+            te_indptr=test.indptr,
+        )
+    return train, test
 
 
 def run_linrec(train, params, d, solver, epochs, threads, cg_steps, block_size):
@@ -119,15 +125,24 @@ def run_implicit(train, params, d, use_cg, epochs, threads, cg_steps):
     return model.user_factors, model.item_factors, times, mem.increase, total
 
 
+def _load():
+    """1-minute load average now (the machine is shared: every row says how loaded it was)."""
+    with open("/proc/loadavg") as fh:
+        return fh.read().split()[0]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", default=str(SHARED_DATA))
-    ap.add_argument("--datasets", nargs="+", default=["gowalla", "yelp2018"])
+    ap.add_argument("--datasets", nargs="*", default=["gowalla", "yelp2018"])
     ap.add_argument(
         "--synthetic",
         action="store_true",
         help="also run the 100k-items / 10M-interactions synthetic matrix",
     )
+    ap.add_argument("--synthetic-users", type=int, default=50_000)
+    ap.add_argument("--synthetic-density", type=float, default=0.002)
+    ap.add_argument("--synthetic-cache", default=None, help=".npz file keeping the matrix")
     ap.add_argument("--factors", type=int, nargs="+", default=[64, 128, 256])
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=2)
@@ -145,17 +160,31 @@ def main(argv=None):
 
     sets = [(name, lambda n=name: load_lightgcn(Path(args.data_dir) / n)) for name in args.datasets]
     if args.synthetic:
-        sets.append(("synthetic", synthetic))
+        sets.append(
+            (
+                "synthetic",
+                lambda: synthetic(
+                    args.synthetic_users,
+                    density=args.synthetic_density,
+                    cache=args.synthetic_cache,
+                ),
+            )
+        )
     with open("/proc/loadavg") as fh:
         print(f"load at start: {fh.read().split()[:3]}", flush=True)
     print(
         "| data | d | linrec solver | implicit solver | linrec s/epoch | implicit s/epoch | "
         "ratio | linrec peak MiB | implicit peak MiB | linrec R@20 / N@20 | "
-        "implicit R@20 / N@20 | linrec fit s (incl. final exact user step) |"
+        "implicit R@20 / N@20 | linrec fit s (incl. final exact user step) | load |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for name, loader in sets:
         train, test = loader()
+        print(
+            f"{name}: {train.shape[0]} users x {train.shape[1]} items, {train.nnz} train / "
+            f"{test.nnz} test interactions",
+            flush=True,
+        )
         lp, ip = LINREC_PARAMS[name], IMPLICIT_PARAMS[name]
         for d in args.factors:
             for pair in args.pairs:
@@ -205,7 +234,7 @@ def main(argv=None):
                     f"{('cg' if use_cg else 'cholesky') if with_implicit else '-'} | "
                     f"{lin_s:.3f} | {imp_cols[0]}{max(lin_mem) / 2**20:.0f} | {imp_cols[1]}"
                     f"{lin_q[0]:.4f} / {lin_q[1]:.4f} | {imp_cols[2]}"
-                    f"{np.median(lin_total):.1f} |",
+                    f"{np.median(lin_total):.1f} | {_load()} |",
                     flush=True,
                 )
     with open("/proc/loadavg") as fh:

@@ -267,11 +267,14 @@ class IALS(TransformerMixin, BaseRecommender):
 
     Notes
     -----
-    A user half-step costs O(d^2) for the Gram matrix by BLAS plus, per row, O(n_u d^2 + d^3)
-    for ``"cholesky"``, O(cg_steps (n_u d + d^2)) for ``"cg"`` and
-    O(block_sweeps (n_u d b + d b^2 + d^2)) for ``"ialspp"`` with block size b. Memory:
-    the factors, two arrays of nnz weights in each orientation, and per-thread scratch of
-    O(d^2 + max n_u). The final exact user step costs one Cholesky half-step.
+    A user half-step costs O(n_items d^2) for the Gram matrix by BLAS plus, per row:
+    ``"cholesky"`` O(n_u^2 d + n_u^3) when n_u < d (Woodbury form in the Gram eigenbasis,
+    see :mod:`linrec._kernels.als`) and O(n_u d^2 + d^3) otherwise; ``"cg"``
+    O(cg_steps n_u d); both plus O((n_users + n_items) d^2) of BLAS rotations into and out
+    of the eigenbasis per half-step. ``"ialspp"``: O(block_sweeps (n_u d b + d b^2 + d^2))
+    with block size b. Memory: the factors and their rotated copies, two arrays of nnz
+    weights in each orientation, and per-thread scratch of O(d^2 + max n_u d). The final
+    exact user step costs one Cholesky half-step.
 
     Settings that worked on Gowalla (LightGCN split, tuned on a validation split of the
     training file, see benchmarks/RESULTS.md): ``objective="rendle",
@@ -704,8 +707,15 @@ class IALS(TransformerMixin, BaseRecommender):
 
     def _scores(self, X):
         P = self._fold_in(X)
+        # numpy multiplies a single row by BLAS gemv, whose summation order differs from the
+        # gemm of a larger batch: pad one row to two so that scores do not depend on the
+        # batch size (predict / recommend in batches equal the whole).
+        single = P.shape[0] == 1
+        if single:
+            P = np.vstack([P, np.zeros_like(P)])
         with blas_threads(self.n_jobs):
-            return P @ self.item_factors_.T
+            scores = P @ self.item_factors_.T
+        return scores[:1] if single else scores
 
     def _user_scores(self, X, user_ids=None):
         if user_ids is None:

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from linrec._kernels.als import chunk_bounds, data_term, solve_block, solve_cg, solve_cholesky
+from linrec._kernels.als import (
+    chunk_bounds,
+    data_term,
+    rotate_rows,
+    solve_block,
+    solve_cg,
+    solve_cholesky,
+)
 from linrec.ials import IALS, objective_terms
 from linrec.metrics import evaluate
 
@@ -209,8 +216,8 @@ def test_objective_never_increases(rng, params, solver):
 
 
 # ---------------------------------------------------------------------------- kernels
-def _system(rng, params, d=7, dtype=np.float64):
-    X = _counts(rng, 30, 25, 0.3)
+def _system(rng, params, d=7, dtype=np.float64, density=0.3):
+    X = _counts(rng, 30, 25, density)
     row_weight, extra, rhs = objective_terms(
         X,
         params["objective"],
@@ -254,6 +261,102 @@ def test_cholesky_kernel_solves_normal_equations(rng, params):
         Qu = Q[indices[sl]]
         A = c[u] * gram + Qu.T @ (extra[sl][:, None] * Qu) + reg[u] * np.eye(Q.shape[1])
         np.testing.assert_allclose(P[u], np.linalg.solve(A, Qu.T @ rhs[sl]), atol=1e-11)
+
+
+# Every path of the exact kernel: the n_u x n_u (Woodbury) form needs n_u < d and e >= 0; d = 3
+# sends most rows, a negative e (Hu with w above the confidence) every row, to the d x d solve;
+# density 0.9 gives rows of about 22 entries, which build the d x d system by gemm (in pieces
+# of d entries when d = 4).
+NEGATIVE_EXTRA = dict(
+    objective="hu", unobserved_weight=3.0, confidence_scale=0.0, regularization=0.1
+)
+
+
+@pytest.mark.parametrize(
+    ("params", "d", "density"),
+    [
+        (OBJECTIVE_PARAMS[0], 3, 0.3),
+        (OBJECTIVE_PARAMS[2], 4, 0.9),
+        (OBJECTIVE_PARAMS[0], 24, 0.3),
+        (OBJECTIVE_PARAMS[4], 24, 0.3),
+        (NEGATIVE_EXTRA, 24, 0.3),
+        (NEGATIVE_EXTRA, 24, 0.9),
+    ],
+    ids=[
+        "direct",
+        "direct-gemm-pieces",
+        "low-rank",
+        "low-rank-debiased",
+        "negative-extra",
+        "negative-extra-gemm",
+    ],
+)
+def test_cholesky_kernel_paths_match_numpy_solve(rng, params, d, density):
+    _, args, P0, bounds = _system(rng, params, d=d, density=density)
+    indptr, indices, extra, rhs, c, reg, gram, Q = args
+    if params is NEGATIVE_EXTRA:
+        assert extra.min() < 0
+    n_u = np.diff(indptr)
+    if d == 24 and density == 0.3:
+        assert n_u.max() < d  # every row takes the n_u x n_u form (if e >= 0)
+    if density == 0.9:
+        assert n_u.min() >= 16  # every direct row is built by gemm (_GEMM_MIN_ENTRIES)
+    P = P0.copy()
+    status = np.zeros(P.shape[0], np.int8)
+    solve_cholesky(*args, P, bounds, status)
+    assert not status.any()
+    for u in range(P.shape[0]):
+        sl = slice(indptr[u], indptr[u + 1])
+        Qu = Q[indices[sl]]
+        A = c[u] * gram + Qu.T @ (extra[sl][:, None] * Qu) + reg[u] * np.eye(d)
+        np.testing.assert_allclose(P[u], np.linalg.solve(A, Qu.T @ rhs[sl]), atol=1e-11)
+
+
+def reference_cg(A, b, x, n_steps):
+    """Textbook conjugate gradient in float64 (the kernel runs it in the Gram eigenbasis)."""
+    x = x.copy()
+    r = b - A @ x
+    p = r.copy()
+    for _ in range(n_steps):
+        rr = r @ r
+        if rr == 0:
+            break
+        Ap = A @ p
+        alpha = rr / (p @ Ap)
+        x += alpha * p
+        r -= alpha * Ap
+        p = r + (r @ r) / rr * p
+    return x
+
+
+@pytest.mark.parametrize("d", [5, 16])
+def test_cg_kernel_iterates_equal_reference_cg(rng, d):
+    _, args, P0, bounds = _system(rng, OBJECTIVE_PARAMS[2], d=d)
+    indptr, indices, extra, rhs, c, reg, gram, Q = args
+    status = np.zeros(P0.shape[0], np.int8)
+    for steps in (1, 2, 4):
+        P = P0.copy()
+        solve_cg(*args, P, bounds, steps, 20, status)
+        assert not status.any()
+        for u in range(P.shape[0]):
+            sl = slice(indptr[u], indptr[u + 1])
+            Qu = Q[indices[sl]]
+            A = c[u] * gram + Qu.T @ (extra[sl][:, None] * Qu) + reg[u] * np.eye(d)
+            want = reference_cg(A, Qu.T @ rhs[sl], P0[u], steps)
+            np.testing.assert_allclose(P[u], want, atol=1e-10)
+
+
+def test_rotation_does_not_depend_on_batch(rng):
+    # fold-in of a batch must give the same factors as of the whole matrix: each row's rotated
+    # value may not depend on the rows rotated with it (fixed-shape BLAS blocks)
+    A = rng.standard_normal((150, 12)).astype(np.float32)
+    V = np.linalg.qr(rng.standard_normal((12, 12)))[0].astype(np.float32)
+    whole = rotate_rows(A, V)
+    np.testing.assert_allclose(whole, A.astype(float) @ V.astype(float), atol=1e-5)
+    for start, size in [(0, 1), (3, 7), (60, 70), (149, 1)]:
+        np.testing.assert_array_equal(
+            rotate_rows(A[start : start + size], V), whole[start : start + size]
+        )
 
 
 @pytest.mark.parametrize("params", OBJECTIVE_PARAMS[::2], ids=lambda p: p["objective"])
