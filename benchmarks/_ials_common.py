@@ -122,6 +122,7 @@ def tuning_split(folder, holdout="random", val_users=8000, seed=1):
     sample = np.zeros(val.shape[0], bool)
     sample[rng.choice(users, min(val_users, users.size), replace=False)] = True
     val = val.multiply(sample[:, None]).tocsr()
+    val.eliminate_zeros()  # the product keeps the unsampled users' entries as stored zeros
     return fit_part, val, train
 
 
