@@ -73,9 +73,9 @@ def tail_validation_split(folder, fraction=0.2):
     """Hold out the last ``fraction`` of each user's items in the order of ``train.txt``.
 
     Gowalla's train file keeps each user's original (unsorted) item order, and its test file
-    is not a uniform per-user sample (items with one training interaction have 93% of their
-    interactions in the test file, against the 20% a uniform split gives). Holding out the
-    end of each training line mimics that better than a random holdout; see RESULTS.md
+    is not a uniform per-user sample (test interactions lean to popular items: mean training
+    popularity 91 against 76 for a random holdout, 82 for this one). On 8 fixed settings
+    this holdout ranked them closer to the test file than a random one; see RESULTS.md
     ("Tuning round 2"). Yelp2018's lines are sorted by item id, so there the tail is an
     arbitrary, id-biased subset: use :func:`validation_split` for it.
     """
