@@ -1,7 +1,9 @@
 """Test-set Recall@20 / NDCG@20 of IALS with the epoch count chosen on a validation split.
 
-1. Carve a validation split from the training file (20% of each user's items, seed 0),
-   fit with early stopping on validation Recall@20 (patience 3) to choose the epoch count.
+1. Carve a validation split from the training file (``--holdout random``: 20% of each
+   user's items, seed 0; ``--holdout tail``: the last 20% of each train.txt line), fit with
+   early stopping on validation Recall@20 (patience 3) to choose the epoch count, and report
+   validation Recall@20 / NDCG@20 of the kept (best-epoch) model.
 2. Refit on the whole training file for that many epochs; evaluate once on the test file
    (LightGCN protocol, linrec.metrics.evaluate).
 
@@ -17,12 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _ials_common import load_lightgcn, validation_split
+from _ials_common import load_lightgcn, tuning_split
 
 from linrec.ials import IALS
 from linrec.metrics import evaluate
@@ -37,6 +37,10 @@ def main(argv=None):
     ap.add_argument("--regularization", type=float, default=0.01)
     ap.add_argument("--reg-exponent", type=float, default=1.0)
     ap.add_argument("--solver", default="cg")
+    ap.add_argument("--cg-steps", type=int, default=3)
+    ap.add_argument("--init-std", type=float, default=None)
+    ap.add_argument("--holdout", choices=("random", "tail"), default="random")
+    ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--max-epochs", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
@@ -53,23 +57,23 @@ def main(argv=None):
         regularization=args.regularization,
         reg_exponent=args.reg_exponent,
         solver=args.solver,
+        cg_steps=args.cg_steps,
+        init_std=args.init_std,
         random_state=0,
         n_jobs=args.threads,
     )
-    train, test = load_lightgcn(args.data)
-    fit_part, val = validation_split(train, 0.2, seed=0)
-    keep = np.diff(fit_part.indptr) > 0
-    fit_part, val = fit_part[keep], val[keep]
-    users = np.flatnonzero(np.diff(val.indptr) > 0)
-    sample = np.zeros(val.shape[0], bool)
-    rng = np.random.default_rng(1)
-    sample[rng.choice(users, min(args.val_users, users.size), replace=False)] = True
-    val = val.multiply(sample[:, None]).tocsr()
-    model = IALS(**params, n_epochs=args.max_epochs, early_stopping_rounds=3)
+    fit_part, val, _ = tuning_split(args.data, args.holdout, args.val_users)
+    model = IALS(**params, n_epochs=args.max_epochs, early_stopping_rounds=args.patience)
     model.fit(fit_part, validation_data=val)
     epochs = model.best_epoch_
     trajectory = " ".join(f"{v:.4f}" for v in model.validation_scores_)
     print(f"validation Recall@20 per epoch: {trajectory}; chosen epochs: {epochs}", flush=True)
+    # the kept model: best epoch's item factors, exact user step (fold_in=False uses them)
+    val_res = evaluate(
+        model, fit_part, val, k=(20,), metrics=("recall", "ndcg"), n_jobs=args.threads
+    )
+    del model
+    train, test = load_lightgcn(args.data)
     t0 = time.perf_counter()
     final = IALS(**params, n_epochs=epochs).fit(train)
     fit_s = time.perf_counter() - t0
@@ -77,7 +81,8 @@ def main(argv=None):
     print(
         f"| {Path(args.data).name} | {args.factors} | {args.objective} | "
         f"{args.unobserved_weight} | {args.regularization} | {args.reg_exponent} | "
-        f"{args.solver} | {epochs} | {res.mean('recall', 20):.4f} | "
+        f"{args.solver} | {args.holdout} | {epochs} | {val_res.mean('recall', 20):.4f} | "
+        f"{val_res.mean('ndcg', 20):.4f} | {res.mean('recall', 20):.4f} | "
         f"{res.mean('ndcg', 20):.4f} | {fit_s:.0f} |",
         flush=True,
     )

@@ -16,7 +16,8 @@ This script
    users (mean over users of min_s ||y_deb - s y_std|| / ||y_deb||: per-user scale does not
    change rankings), the relative factor distance (same initialisation), the top-20
    overlap and Recall@20 / NDCG@20 of both on held-out data;
-3. writes the table (markdown) and a plot (score distance and Recall@20 against K).
+3. writes the table (markdown) and a plot against K: relative factor distance, score
+   distance and Recall@20 of the debiased and the closest standard model.
 
 Run with no arguments on a built-in synthetic power-law data set (about a minute), or on a
 LightGCN folder:  python examples/ials_inherent_debiasing.py --data ../shared/data/gowalla
@@ -290,7 +291,7 @@ def main(argv=None):
                     best = (cand, dist, cand_params["unobserved_weight"])
             cand, (score_dist, factor_dist, overlap), c_best = best
             cand_q = recall_ndcg(cand.user_factors_, cand.item_factors_, train, test)
-            results[form].append((K, score_dist, deb_q[0], cand_q[0]))
+            results[form].append((K, score_dist, factor_dist, deb_q[0], cand_q[0]))
             gap_lines.append(
                 f"| {form} | {K} | {deb_q[0]:.4f} / {deb_q[1]:.4f} | {c_best:.4g} | "
                 f"{cand_q[0]:.4f} / {cand_q[1]:.4f} | {score_dist:.4f} | {factor_dist:.4f} | "
@@ -307,23 +308,29 @@ def main(argv=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for (form, rows), color in zip(results.items(), ("tab:blue", "tab:orange")):
         if not rows:
             continue
-        K, dist, rec_deb, rec_std = map(np.asarray, zip(*rows))
-        axes[0].plot(K, dist, marker="o", color=color, label=form)
-        axes[1].plot(K, rec_deb, marker="o", color=color, label=form)
-        axes[1].plot(
+        K, dist, factor_dist, rec_deb, rec_std = map(np.asarray, zip(*rows))
+        axes[0].plot(K, factor_dist, marker="o", color=color, label=form)
+        axes[1].plot(K, dist, marker="o", color=color, label=form)
+        axes[2].plot(K, rec_deb, marker="o", color=color, label=form)
+        axes[2].plot(
             K, rec_std, marker="x", linestyle="--", color=color, label=f"closest standard ({form})"
         )
     axes[0].set(
         xlabel="prior inflation K",
-        ylabel="per-user score distance (scale-free)",
+        ylabel="relative factor distance (same initialisation)",
         title=f"debiased vs closest standard iALS ({name})",
     )
-    axes[1].axhline(std_quality[0], color="grey", linewidth=0.8, label=f"standard c={c}")
-    axes[1].set(xlabel="prior inflation K", ylabel="Recall@20", title="held-out Recall@20")
+    axes[1].set(
+        xlabel="prior inflation K",
+        ylabel="per-user score distance (scale-free)",
+        title="score distance",
+    )
+    axes[2].axhline(std_quality[0], color="grey", linewidth=0.8, label=f"standard c={c}")
+    axes[2].set(xlabel="prior inflation K", ylabel="Recall@20", title="held-out Recall@20")
     for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()

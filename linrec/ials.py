@@ -277,9 +277,11 @@ class IALS(TransformerMixin, BaseRecommender):
     exact user step costs one Cholesky half-step.
 
     Settings that worked on Gowalla (LightGCN split, tuned on a validation split of the
-    training file, see benchmarks/RESULTS.md): ``objective="rendle",
-    unobserved_weight=0.003, regularization=0.01, reg_exponent=1`` with 4-6 epochs; the
-    defaults above are generic starting values, not tuned ones.
+    training file, see benchmarks/RESULTS.md, "Tuning round 2"): ``objective="rendle",
+    unobserved_weight=0.01`` with ``regularization=0.003, reg_exponent=1`` at d = 64 or
+    ``regularization=0.1, reg_exponent=0.5`` at d = 256-512, 4-5 epochs (validation recall
+    falls slowly after that, also with the exact solver); the defaults above are generic
+    starting values, not tuned ones.
 
     Fit-time validation ranks all items by ``user_factors . item_factors`` with the training
     items excluded and reports mean Recall@k = ``hits / |held-out items|`` over users with
