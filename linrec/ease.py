@@ -12,12 +12,12 @@ from tqdm.auto import tqdm
 
 from linrec._base import BaseRecommender
 from linrec._kernels.ease import (
+    cooccurrence_neighbors,
     csr_times_csr_dense,
     csr_times_dense,
     gram_lower_into,
     scale_columns_inplace,
     sparse_ease_columns,
-    top_neighbors,
     weight_block,
 )
 from linrec._linalg import DEFAULT_TILE, spd_inverse_inplace, tile_workspace_bytes
@@ -683,11 +683,10 @@ class SparseEASE(BaseRecommender):
         n = X.shape[1]
         k = min(int(self.n_neighbors), max(n - 1, 1))
         start = time.perf_counter()
-        gram = (X.T @ X).tocsr()
-        gram.sum_duplicates()
-        gram.sort_indices()
-        diagonal = gram.diagonal().astype(np.float64)
+        csc = X.tocsc()
         if self.similarity == "cosine":
+            # sqrt(G_ii), from the column sums of squares (G itself is never stored)
+            diagonal = np.asarray(X.multiply(X).sum(axis=0), dtype=np.float64).ravel()
             norms = np.sqrt(np.maximum(diagonal, np.finfo(np.float64).tiny))
         else:
             norms = np.ones(n)
@@ -700,32 +699,35 @@ class SparseEASE(BaseRecommender):
             counts[:] = n - 1
         else:
             with numba_threads(self.n_jobs):
-                neighbors = top_neighbors(gram.indptr, gram.indices, gram.data, norms, k, counts)
-        gram_time = time.perf_counter()
+                neighbors = cooccurrence_neighbors(
+                    X.indptr, X.indices, X.data, csc.indptr, csc.indices, csc.data, norms, k, counts
+                )
+        support_time = time.perf_counter()
         indptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
         values = np.zeros(indptr[-1], dtype=np.float64)
         with numba_threads(self.n_jobs):
             sparse_ease_columns(
-                gram.indptr,
-                gram.indices,
-                gram.data,
+                csc.indptr,
+                csc.indices,
+                csc.data,
+                X.shape[0],
                 neighbors,
                 counts,
                 float(self.regularization),
                 indptr,
                 values,
             )
-        del gram
+        del csc
         row_ids = np.concatenate([neighbors[i, : counts[i]] for i in range(n)]) if n else []
         weights = sp.csc_matrix((values.astype(dtype), row_ids, indptr), shape=(n, n))
         self.item_weights_ = weights.tocsr()
         logger.info(
-            "SparseEASE n=%d k=%d: Gram + supports %.1f s, columns %.1f s, nnz(B)=%d",
+            "SparseEASE n=%d k=%d: supports %.1f s, columns %.1f s, nnz(B)=%d",
             n,
             k,
-            gram_time - start,
-            time.perf_counter() - gram_time,
+            support_time - start,
+            time.perf_counter() - support_time,
             weights.nnz,
         )
 
