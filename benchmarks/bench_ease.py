@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
 import sys
 import time
@@ -370,6 +371,8 @@ def cmd_amazon(args) -> None:
 
 
 def main(argv=None) -> None:
+    # the estimators log their phase timings (supports / columns, Gram / inverse) at INFO
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("fit", "tune", "floor"):
