@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from linrec.datasets import (
+    drop_empty_users,
     load_lastfm,
     load_lightgcn,
     make_implicit_split,
@@ -76,6 +77,13 @@ def main(argv=None) -> None:
         train, test = make_implicit_split(n_users=3000, n_items=800, density=0.02)
         source = "synthetic (make_implicit, 3000 x 800)"
         lam = 20.0 if args.lam is None else args.lam
+    # EASE scores a user from its training items: users that only appear in the test file
+    # (2 on Last.fm) cannot be fitted and are dropped, with their test items
+    n_users, n_test = train.shape[0], test.nnz
+    train, test = drop_empty_users(train, test)
+    if train.shape[0] < n_users:
+        source += f" ({n_users - train.shape[0]} users without train items dropped, "
+        source += f"{n_test - test.nnz} test interactions)"
     if args.n_items is not None and args.n_items < train.shape[1]:
         train, test = restrict_items(train, test, args.n_items)
         source += f", {args.n_items} most popular items"
