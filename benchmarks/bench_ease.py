@@ -8,11 +8,14 @@ the command that produced them):
     floor    on an item subsample of n items: linrec's tiled fit vs the single-call LAPACK floor
              (potrf + potri on the same Gram) vs plain numpy (float64 np.linalg.inv)
     amazon   SparseEASE on a synthetic matrix shaped like Amazon-Book
+    plot     validation Recall@20 against lam from `tune --csv` files
 
 Examples::
 
     python benchmarks/bench_ease.py fit --data ../shared/data/gowalla --lam 80
-    python benchmarks/bench_ease.py tune --data ../shared/data/gowalla --lam 40 80 160
+    python benchmarks/bench_ease.py tune --data ../shared/data/gowalla --lam-grid 40 80 160 \
+        --csv out/tune_gowalla.csv --test-best
+    python benchmarks/bench_ease.py plot --csv out/tune_gowalla.csv --labels Gowalla --out x.png
     python benchmarks/bench_ease.py floor --data ../shared/data/gowalla --n-items 12000
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
 import sys
 import time
@@ -144,10 +148,11 @@ def cmd_fit(args) -> None:
     recall, ndcg = recall_ndcg(model, train, test)
     eval_s = time.perf_counter() - start
     print(
-        "| data | model | lam | n_neighbors | fit s | peak RSS increase | / one n x n f32 "
+        "| data | model | lam | n_neighbors | fit s | fit CPU s | peak RSS increase "
+        "| / one n x n f32 "
         "| Recall@20 | NDCG@20 | eval s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     print(
         f"| {Path(args.data).name} | {args.model} | {args.lam} | "
         f"{args.n_neighbors if args.model != 'dense' else '-'} | {seconds:.1f} | {cpu:.1f} | "
@@ -158,29 +163,77 @@ def cmd_fit(args) -> None:
 
 
 def cmd_tune(args) -> None:
-    train, _ = load_split(Path(args.data))
+    train, test = load_split(Path(args.data))
     fit_part, val_part = validation_split(train, seed=args.seed)
     print(
         f"# {args.model} tuning on {args.data}: validation = 20% of each user's train items "
         f"(seed {args.seed}); {load_line()}"
     )
-    print("| lam | n_neighbors | fit s | val Recall@20 | val NDCG@20 |")
-    print("|---|---|---|---|---|")
+    print("| lam | n_neighbors | fit s | fit CPU s | val Recall@20 | val NDCG@20 | load (1 min) |")
+    print("|---|---|---|---|---|---|---|")
     grid = args.n_neighbors_grid or [args.n_neighbors]
+    rows = []
     for lam in args.lam_grid:
         for nn in grid:
             args.lam, args.n_neighbors = lam, nn
             model = make_model(args, train.shape[1])
-            seconds, _, _ = timed_fit(model, fit_part)
+            seconds, cpu, _ = timed_fit(model, fit_part)
             recall, ndcg = recall_ndcg(model, fit_part, val_part)
+            rows.append((lam, nn, recall, ndcg))
             print(
-                f"| {lam} | {nn if args.model != 'dense' else '-'} | {seconds:.1f} | "
-                f"{recall:.4f} | {ndcg:.4f} |",
+                f"| {lam:g} | {nn if args.model != 'dense' else '-'} | {seconds:.1f} | "
+                f"{cpu:.1f} | {recall:.4f} | {ndcg:.4f} | {os.getloadavg()[0]:.1f} |",
                 flush=True,
             )
             del model
             gc.collect()
+    if args.csv:
+        with open(args.csv, "w") as fh:
+            fh.write("lam,n_neighbors,val_recall20,val_ndcg20\n")
+            fh.writelines(f"{lam},{nn},{r:.6f},{n:.6f}\n" for lam, nn, r, n in rows)
+    # the choice is made on validation Recall@20 only; the test file is read after it
+    lam, nn, recall, _ = max(rows, key=lambda row: row[2])
+    print(f"chosen on validation: lam {lam:g}, n_neighbors {nn} (val Recall@20 {recall:.4f})")
+    if args.test_best:
+        args.lam, args.n_neighbors = lam, nn
+        model = make_model(args, train.shape[1])
+        seconds, cpu, increase = timed_fit(model, train)
+        recall, ndcg = recall_ndcg(model, train, test)
+        print(
+            "| chosen lam | fit s | fit CPU s | peak RSS increase | test Recall@20 | test NDCG@20 |"
+        )
+        print("|---|---|---|---|---|---|")
+        print(
+            f"| {lam:g} | {seconds:.1f} | {cpu:.1f} | {format_bytes(increase)} | "
+            f"{recall:.4f} | {ndcg:.4f} |"
+        )
     print(load_line())
+
+
+def cmd_plot(args) -> None:
+    """Validation Recall@20 against lam from one or more ``tune --csv`` files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(args.csv), figsize=(3.6 * len(args.csv), 3.2))
+    for ax, (path, label) in zip(np.atleast_1d(axes), zip(args.csv, args.labels, strict=True)):
+        data = np.genfromtxt(path, delimiter=",", names=True)
+        order = np.argsort(data["lam"])
+        best = int(np.argmax(data["val_recall20"]))
+        ax.plot(data["lam"][order], data["val_recall20"][order], "o-")
+        ax.plot(data["lam"][best], data["val_recall20"][best], "r*", ms=12, label="best")
+        ax.set_xscale("log")
+        ax.set_xticks(data["lam"][order], [f"{lam:g}" for lam in data["lam"][order]])
+        ax.minorticks_off()
+        ax.set_xlabel("lam (regularization)")
+        ax.set_ylabel("validation Recall@20")
+        ax.set_title(f"dense EASE, {label}", fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
 
 
 def _gram(X: sp.csr_matrix, lam: float, order: str) -> np.ndarray:
@@ -305,20 +358,23 @@ def cmd_amazon(args) -> None:
     print(f"dense EASE would need {format_bytes(X.shape[1] ** 2 * 4)} for B alone")
     model = SparseEASE(regularization=args.lam, n_neighbors=args.n_neighbors, n_jobs=args.n_jobs)
     gc.collect()
+    print(f"fit starts; {load_line()}", flush=True)
     with PeakMemory(interval=0.01) as mem:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         model.fit(X)
-        seconds = time.perf_counter() - start
-    print("| n_neighbors | lam | fit s | peak RSS (process) | peak increase | nnz(B) |")
-    print("|---|---|---|---|---|---|")
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    print("| n_neighbors | lam | fit s | fit CPU s | peak RSS (process) | peak increase | nnz(B) |")
+    print("|---|---|---|---|---|---|---|")
     print(
-        f"| {args.n_neighbors} | {args.lam} | {seconds:.1f} | {format_bytes(mem.peak)} | "
-        f"{format_bytes(mem.increase)} | {model.item_weights_.nnz} |"
+        f"| {args.n_neighbors} | {args.lam} | {seconds:.1f} | {cpu:.1f} | "
+        f"{format_bytes(mem.peak)} | {format_bytes(mem.increase)} | {model.item_weights_.nnz} |"
     )
     print(load_line())
 
 
 def main(argv=None) -> None:
+    # the estimators log their phase timings (supports / columns, Gram / inverse) at INFO
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("fit", "tune", "floor"):
@@ -332,6 +388,12 @@ def main(argv=None) -> None:
             p.add_argument("--lam-grid", type=float, nargs="+", required=True)
             p.add_argument("--n-neighbors-grid", type=int, nargs="*")
             p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--csv", help="write the validation figures here (for `plot`)")
+            p.add_argument(
+                "--test-best",
+                action="store_true",
+                help="after choosing on validation, fit on all of train and report the test file",
+            )
         if name == "floor":
             p.add_argument("--n-items", type=int, default=12000)
             p.add_argument("--tile", type=int, default=4096)
@@ -342,8 +404,18 @@ def main(argv=None) -> None:
     p.add_argument("--n-neighbors", type=int, default=500)
     p.add_argument("--n-jobs", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("plot")
+    p.add_argument("--csv", nargs="+", required=True)
+    p.add_argument("--labels", nargs="+", required=True)
+    p.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    commands = {"fit": cmd_fit, "tune": cmd_tune, "floor": cmd_floor, "amazon": cmd_amazon}
+    commands = {
+        "fit": cmd_fit,
+        "tune": cmd_tune,
+        "floor": cmd_floor,
+        "amazon": cmd_amazon,
+        "plot": cmd_plot,
+    }
     commands[args.command](args)
 
 

@@ -8,12 +8,12 @@ import scipy.sparse as sp
 
 import linrec.ease as ease_module
 from linrec._kernels.ease import (
+    cooccurrence_neighbors,
     csr_times_csr_dense,
     csr_times_dense,
     gram_lower_into,
     scale_columns_inplace,
     sparse_ease_columns,
-    top_neighbors,
     weight_block,
 )
 from linrec._linalg import (
@@ -150,19 +150,38 @@ def test_weight_block_matches_numpy(rng):
     np.testing.assert_allclose(out, expected)
 
 
-def test_top_neighbors_matches_argsort(rng):
-    X = random_interactions(rng, 60, 20, 0.25, binary=False)
-    G = (X.T @ X).tocsr()
-    G.sort_indices()
-    norms = np.sqrt(G.diagonal()).astype(np.float64)
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize("cosine", [True, False])
+def test_cooccurrence_neighbors_match_argsort_of_gram(rng, binary, cosine):
+    # binary counts tie a lot: the tie rule (lower index first) is exercised at the threshold
+    X = random_interactions(rng, 60, 20, 0.25, binary=binary)
+    G = (X.T @ X).toarray().astype(np.float64)
+    norms = np.sqrt(np.diag(G)) if cosine else np.ones(20)
+    csc = X.tocsc()
     counts = np.zeros(20, dtype=np.int64)
-    got = top_neighbors(G.indptr, G.indices, G.data, norms, 4, counts)
-    dense = G.toarray() / np.outer(norms, norms)
+    got = cooccurrence_neighbors(
+        X.indptr, X.indices, X.data, csc.indptr, csc.indices, csc.data, norms, 4, counts
+    )
+    dense = G / np.outer(norms, norms)
     for i in range(20):
         cand = [j for j in range(20) if j != i and G[i, j] != 0]
         ranked = sorted(cand, key=lambda j: (-dense[i, j], j))[:4]
         assert counts[i] == len(ranked)
         np.testing.assert_array_equal(got[i, : counts[i]], np.sort(ranked))
+        assert np.all(got[i, counts[i] :] == -1)
+
+
+def test_cooccurrence_neighbors_short_rows_keep_every_candidate(rng):
+    # fewer co-occurring items than n_neighbors: all of them, padded with -1
+    X = sp.csr_matrix(np.array([[1, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0, 0, 1.0]]))
+    csc = X.tocsc()
+    counts = np.zeros(5, dtype=np.int64)
+    got = cooccurrence_neighbors(
+        X.indptr, X.indices, X.data, csc.indptr, csc.indices, csc.data, np.ones(5), 3, counts
+    )
+    np.testing.assert_array_equal(counts, [1, 2, 1, 0, 0])
+    np.testing.assert_array_equal(got[1], [0, 2, -1])
+    np.testing.assert_array_equal(got[3], [-1, -1, -1])
 
 
 def test_sparse_columns_kernel_matches_reference(rng):
@@ -176,7 +195,10 @@ def test_sparse_columns_kernel_matches_reference(rng):
     counts = np.full(15, 5, dtype=np.int64)
     indptr = np.arange(0, 15 * 5 + 1, 5, dtype=np.int64)
     values = np.zeros(15 * 5)
-    sparse_ease_columns(G.indptr, G.indices, G.data, neighbors, counts, 1.5, indptr, values)
+    csc = X.tocsc()
+    sparse_ease_columns(
+        csc.indptr, csc.indices, csc.data, 50, neighbors, counts, 1.5, indptr, values
+    )
     ref = constrained_ridge_reference(X, 1.5, supports=supports)
     for i in range(15):
         np.testing.assert_allclose(values[5 * i : 5 * i + 5], ref[supports[i], i], rtol=1e-9)
@@ -369,11 +391,10 @@ def test_sparse_ease_cosine_support_differs(rng):
 
 
 @pytest.mark.parametrize("k", [2, 30])
-def test_sparse_columns_kernel_both_lookup_paths(rng, k):
-    # long Gram rows with a short support take the binary-search path, a long support the scan
-    X = random_interactions(rng, 120, 150, 0.3)
-    G = (X.T @ X).tocsr()
-    G.sort_indices()
+def test_sparse_columns_kernel_weighted_heavy_users(rng, k):
+    # dense-ish, non-binary data: users hold many support items (long buckets); the full
+    # support (k = n - 1) is covered by test_sparse_ease_equals_dense_at_full_support
+    X = random_interactions(rng, 120, 150, 0.3, binary=False)
     n = 150
     supports = [
         np.sort(rng.choice(np.setdiff1d(np.arange(n), [i]), k, replace=False)) for i in range(n)
@@ -382,7 +403,29 @@ def test_sparse_columns_kernel_both_lookup_paths(rng, k):
     counts = np.full(n, k, dtype=np.int64)
     indptr = np.arange(0, n * k + 1, k, dtype=np.int64)
     values = np.zeros(n * k)
-    sparse_ease_columns(G.indptr, G.indices, G.data, neighbors, counts, 0.7, indptr, values)
+    csc = X.tocsc()
+    sparse_ease_columns(
+        csc.indptr, csc.indices, csc.data, 120, neighbors, counts, 0.7, indptr, values
+    )
     ref = constrained_ridge_reference(X, 0.7, supports=supports)
     expected = np.concatenate([ref[supports[i], i] for i in range(n)])
     np.testing.assert_allclose(values, expected, rtol=1e-8, atol=1e-12)
+
+
+def test_sparse_columns_kernel_skips_empty_supports_and_users_without_items(rng):
+    X = random_interactions(rng, 40, 12, 0.3)
+    X = sp.vstack([X, sp.csr_matrix((3, 12))]).tocsr()  # trailing users with no items
+    supports = [np.array([j for j in range(12) if j != i][:4]) for i in range(12)]
+    counts = np.array([0 if i % 3 == 0 else 4 for i in range(12)], dtype=np.int64)
+    neighbors = np.array(supports, dtype=np.int64)
+    indptr = np.zeros(13, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    values = np.zeros(indptr[-1])
+    csc = X.tocsc()
+    sparse_ease_columns(
+        csc.indptr, csc.indices, csc.data, 43, neighbors, counts, 1.0, indptr, values
+    )
+    ref = constrained_ridge_reference(X, 1.0, supports=supports)
+    for i in range(12):
+        got = values[indptr[i] : indptr[i + 1]]
+        np.testing.assert_allclose(got, ref[supports[i], i][: counts[i]], rtol=1e-9, atol=1e-12)

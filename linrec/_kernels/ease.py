@@ -92,48 +92,68 @@ def weight_block(
 
 
 @njit(parallel=True, cache=True)
-def top_neighbors(indptr, indices, data, norms, n_neighbors, counts):
-    """Per row ``i`` of the sparse Gram matrix, the ``n_neighbors`` best other columns.
+def cooccurrence_neighbors(
+    csr_indptr, csr_indices, csr_data, csc_indptr, csc_indices, csc_data, norms, n_neighbors, counts
+):
+    """Per item ``i``, the ``n_neighbors`` best other items by ``G_ij / (norms[i] norms[j])``.
 
-    Scores are ``G_ij / (norms[i] * norms[j])`` (pass ones for raw co-occurrence). Ties go to
-    the lower column index. ``counts[i]`` receives how many were found (fewer when the row
-    has fewer non-zeros). Returns an ``(n, n_neighbors)`` array padded with -1, each row sorted
-    by column index.
+    ``G = X^T X`` is never stored: row ``i`` is accumulated from the users of item ``i`` (CSC)
+    and their histories (CSR) into a dense per-thread accumulator, its candidates are the
+    items that co-occur with ``i``, and the row is dropped once its best ``n_neighbors`` are
+    chosen. Pass ones as ``norms`` for raw co-occurrence. Ties go to the lower item index.
+    ``counts[i]`` receives how many were found (fewer when fewer items co-occur). Returns an
+    ``(n, n_neighbors)`` array padded with -1, each row sorted by item index. Items are
+    interleaved over 64 chunks (one accumulator each) to even out the very uneven row costs;
+    each item writes only its own row.
     """
-    n = indptr.shape[0] - 1
+    n = csc_indptr.shape[0] - 1
     out = np.full((n, n_neighbors), -1, dtype=np.int64)
-    for i in prange(n):
-        start, stop = indptr[i], indptr[i + 1]
-        cols = indices[start:stop]
-        keep = cols != i
-        cand = cols[keep].astype(np.int64)
-        score = np.empty(cand.shape[0], dtype=np.float64)
-        vals = data[start:stop][keep]
-        for t in range(cand.shape[0]):
-            score[t] = vals[t] / (norms[i] * norms[cand[t]])
-        # stable sort on -score keeps the lower index first among ties (cand is sorted)
-        order = np.argsort(-score, kind="mergesort")
-        k = min(n_neighbors, cand.shape[0])
-        chosen = np.sort(cand[order[:k]])
-        out[i, :k] = chosen
-        counts[i] = k
+    n_chunks = min(n, 64)
+    for chunk in prange(n_chunks):
+        accumulator = np.zeros(n, dtype=np.float64)
+        seen = np.zeros(n, dtype=np.bool_)
+        touched = np.empty(n, dtype=np.int64)
+        for i in range(chunk, n, n_chunks):
+            n_touched = 0
+            for p in range(csc_indptr[i], csc_indptr[i + 1]):
+                x_ui = csc_data[p]
+                u = csc_indices[p]
+                for q in range(csr_indptr[u], csr_indptr[u + 1]):
+                    j = csr_indices[q]
+                    if j == i:
+                        continue
+                    if not seen[j]:
+                        seen[j] = True
+                        touched[n_touched] = j
+                        n_touched += 1
+                    accumulator[j] += x_ui * csr_data[q]
+            candidates = touched[:n_touched]
+            score = np.empty(n_touched, dtype=np.float64)
+            for t in range(n_touched):
+                j = candidates[t]
+                score[t] = accumulator[j] / (norms[i] * norms[j])
+                accumulator[j] = 0.0
+                seen[j] = False
+            k = min(n_neighbors, n_touched)
+            if k < n_touched:
+                # the k-th largest score: all above it are in, ties at it go to lower indices
+                threshold = -np.partition(-score, k - 1)[k - 1]
+                chosen = np.empty(k, dtype=np.int64)
+                tied = np.empty(n_touched, dtype=np.int64)
+                n_chosen, n_tied = 0, 0
+                for t in range(n_touched):
+                    if score[t] > threshold:
+                        chosen[n_chosen] = candidates[t]
+                        n_chosen += 1
+                    elif score[t] == threshold:
+                        tied[n_tied] = candidates[t]
+                        n_tied += 1
+                chosen[n_chosen:] = np.sort(tied[:n_tied])[: k - n_chosen]
+            else:
+                chosen = candidates.copy()
+            out[i, :k] = np.sort(chosen)
+            counts[i] = k
     return out
-
-
-@njit(inline="always")
-def _find(sorted_values, start, stop, target):
-    # binary search in sorted_values[start:stop]; -1 when absent
-    lo, hi = start, stop
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        v = sorted_values[mid]
-        if v < target:
-            lo = mid + 1
-        elif v > target:
-            hi = mid
-        else:
-            return mid
-    return -1
 
 
 @njit(cache=True)
@@ -159,61 +179,94 @@ def _cholesky_solve(system, rhs):
 
 @njit(parallel=True, cache=True)
 def sparse_ease_columns(
-    g_indptr, g_indices, g_data, neighbors, counts, regularization, out_indptr, out_data
+    csc_indptr,
+    csc_indices,
+    csc_data,
+    n_users,
+    neighbors,
+    counts,
+    regularization,
+    out_indptr,
+    out_data,
 ):
     """Solve each column's EASE regression on its support, writing the CSC values of ``B``.
 
     For column ``i`` with support ``N = neighbors[i, :counts[i]]`` (sorted, ``i`` excluded):
-    ``b_N = (G_NN + lambda I)^{-1} G_Ni``, the constrained ridge regression of item ``i`` on
-    the items ``N``. The entries ``G_jl`` (sparse Gram matrix, CSR with sorted indices) of a
-    support row ``j`` are gathered either by scanning row ``j`` against a dense position map
-    (cost ``nnz(G_j)``, sequential) or by binary searches for the remaining support items (cost
-    ``(k - a) log nnz(G_j)``), whichever is cheaper for that row. Columns are split into
-    chunks, one position map per chunk; each column writes its own slice of ``out_data``.
+    ``b_N = (G_NN + lambda I)^{-1} G_Ni`` with ``G = X^T X``, the constrained ridge regression
+    of item ``i`` on the items ``N``; ``X`` (``n_users`` rows) comes in as CSC. The small Gram
+    block is built from the users rather than looked up in a stored ``G`` (searching long Gram
+    rows for ``k^2 / 2`` entries was the cost that dominated): the entries of the support
+    columns are bucketed by user (user ``u`` gets the support positions it has, in increasing
+    order), every user then adds its ``m_u (m_u + 1) / 2`` products to the upper triangle,
+    and the users of item ``i`` add theirs to the right-hand side. Cost per column:
+    ``sum_{j in N} deg(j) + sum_u m_u^2 / 2`` sequential steps plus a ``k^3 / 3`` Cholesky.
+    Columns are interleaved over 64 chunks, each with its own bucket arrays; each column
+    writes only its own slice of ``out_data``.
     """
     n = neighbors.shape[0]
     n_chunks = min(n, 64)
     for chunk in prange(n_chunks):
-        position = np.full(g_indptr.shape[0] - 1, -1, dtype=np.int64)
+        # per user: where its bucket starts and how full it is; users with entries: `touched`
+        # (int32 where the range allows: these arrays are hit at random, smaller is faster)
+        bucket_start = np.zeros(n_users, dtype=np.int64)
+        bucket_fill = np.zeros(n_users, dtype=np.int32)
+        touched = np.empty(n_users, dtype=np.int32)
         for i in range(chunk, n, n_chunks):
             k = counts[i]
             if k == 0:
                 continue
             support = neighbors[i, :k]
-            for a in range(k):
-                position[support[a]] = a
-            system = np.zeros((k, k), dtype=np.float64)
-            rhs = np.zeros(k, dtype=np.float64)
+            n_touched = 0
+            total = 0
             for a in range(k):
                 j = support[a]
-                row_start, row_stop = g_indptr[j], g_indptr[j + 1]
-                length = row_stop - row_start
-                search_cost = (k - a + 1) * (np.log2(length + 1.0) + 1.0) * 4.0
-                if length <= search_cost:
-                    for p in range(row_start, row_stop):
-                        col = g_indices[p]
-                        if col == i:
-                            rhs[a] = g_data[p]
-                        else:
-                            b = position[col]
-                            if b >= a:
-                                system[a, b] = g_data[p]
-                                system[b, a] = g_data[p]
-                else:
-                    pos = _find(g_indices, row_start, row_stop, i)
-                    if pos >= 0:
-                        rhs[a] = g_data[pos]
-                    # both lists are sorted: search only the remaining part of row j
-                    lo = row_start
-                    for b in range(a, k):
-                        pos = _find(g_indices, lo, row_stop, support[b])
-                        if pos >= 0:
-                            system[a, b] = g_data[pos]
-                            system[b, a] = g_data[pos]
-                            lo = pos + 1
-                system[a, a] += regularization
+                for p in range(csc_indptr[j], csc_indptr[j + 1]):
+                    u = csc_indices[p]
+                    if bucket_fill[u] == 0:
+                        touched[n_touched] = u
+                        n_touched += 1
+                    bucket_fill[u] += 1
+                total += csc_indptr[j + 1] - csc_indptr[j]
+            offset = 0
+            for t in range(n_touched):
+                u = touched[t]
+                bucket_start[u] = offset
+                offset += bucket_fill[u]
+                bucket_fill[u] = 0
+            position = np.empty(total, dtype=np.int32)
+            value = np.empty(total, dtype=np.float64)
             for a in range(k):
-                position[support[a]] = -1
+                j = support[a]
+                for p in range(csc_indptr[j], csc_indptr[j + 1]):
+                    u = csc_indices[p]
+                    slot = bucket_start[u] + bucket_fill[u]
+                    position[slot] = a
+                    value[slot] = csc_data[p]
+                    bucket_fill[u] += 1
+            system = np.zeros((k, k), dtype=np.float64)
+            for t in range(n_touched):
+                u = touched[t]
+                first = bucket_start[u]
+                last = first + bucket_fill[u]
+                for q in range(first, last):
+                    row = system[position[q]]
+                    weight = value[q]
+                    for r in range(q, last):
+                        row[position[r]] += weight * value[r]
+            rhs = np.zeros(k, dtype=np.float64)
+            for p in range(csc_indptr[i], csc_indptr[i + 1]):
+                u = csc_indices[p]
+                x_ui = csc_data[p]
+                first = bucket_start[u]
+                for q in range(first, first + bucket_fill[u]):
+                    rhs[position[q]] += x_ui * value[q]
+            for t in range(n_touched):
+                bucket_fill[touched[t]] = 0
+            # positions increase within a bucket, so only the upper triangle was filled
+            for a in range(k):
+                system[a, a] += regularization
+                for b in range(a + 1, k):
+                    system[b, a] = system[a, b]
             solution = _cholesky_solve(system, rhs)
             base = out_indptr[i]
             for a in range(k):
