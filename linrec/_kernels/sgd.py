@@ -47,7 +47,7 @@ _FASTMATH = {"reassoc", "contract", "nsz"}
 
 
 # --------------------------------------------------------------------------- random numbers
-@njit(inline="always")
+@njit(nogil=True, fastmath=_FASTMATH)
 def _mix(z):
     # splitmix64 finaliser: a bijection of uint64 with good avalanche.
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -55,20 +55,20 @@ def _mix(z):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(inline="always")
+@njit(nogil=True, fastmath=_FASTMATH)
 def _pair_state(seed, epoch, position):
     s = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
     s = _mix(s ^ (np.uint64(epoch) * np.uint64(0xD1B54A32D192ED03)))
     return _mix(s ^ (np.uint64(position) * np.uint64(0x8CB92BA72F3D8DD7)))
 
 
-@njit(inline="always")
+@njit(nogil=True, fastmath=_FASTMATH)
 def _next(state):
     state = state + np.uint64(0x9E3779B97F4A7C15)
     return state, _mix(state)
 
 
-@njit(inline="always")
+@njit(nogil=True, fastmath=_FASTMATH)
 def _bounded(r, n):
     # Lemire's multiply-shift: maps the high 32 bits of r to [0, n) (n < 2**32).
     return np.int64(((r >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32))
@@ -108,7 +108,9 @@ def _exp_reduced(x):
     return p, (np.int64(n) + 1023) << 52
 
 
-@njit(inline="always")
+# Strict IEEE arithmetic (no FMA contraction): the same few-ulp accuracy in training as in
+# its test against np.exp.
+@njit(nogil=True)
 def _exp_into(src, scale, shift, lo, hi, dst, bits):
     """``dst[a] = exp(src[a] * scale - shift)`` for a in [lo, hi); ``bits`` int64 scratch."""
     for a in range(lo, hi):
@@ -127,7 +129,7 @@ def exp_array(x):
     return out
 
 
-@njit(inline="always")
+@njit(nogil=True, fastmath=_FASTMATH)
 def _sum(v, lo, hi):
     # eight independent partial sums: the additions pipeline instead of waiting on each other
     acc = np.zeros(8)
@@ -145,7 +147,7 @@ def _sum(v, lo, hi):
     return total
 
 
-@njit(inline="always")
+@njit(nogil=True, fastmath=_FASTMATH)
 def _max_scaled(v, lo, hi, scale, start):
     """max(start, max of v[lo:hi] * scale), with eight independent running maxima."""
     acc = np.full(8, start)
@@ -301,7 +303,7 @@ def _loss_grad(code, y, n_extra, n_neg, tau, params, g, bits):
 
 
 # --------------------------------------------------------------------------- one pair
-@njit(inline="always")
+@njit(nogil=True, fastmath=_FASTMATH)
 def _touch(row, flags, touched, count):
     if flags[row] == 0:
         flags[row] = 1
@@ -310,7 +312,7 @@ def _touch(row, flags, touched, count):
     return count
 
 
-@njit(inline="always")
+@njit(nogil=True, fastmath=_FASTMATH)
 def _pair_forward_backward(
     W,
     u,
@@ -409,7 +411,7 @@ def _pair_forward_backward(
 
 
 # --------------------------------------------------------------------------- shared negatives
-@njit(inline="always")
+@njit(nogil=True, fastmath=_FASTMATH)
 def _gather_shared(W, n_users, shared, cosine, shared_q, inv_qs):
     """Copy the shared negatives' rows into the rows of ``shared_q`` (N x d), unit-normalised
     for cosine scores."""
@@ -604,7 +606,7 @@ def _shared_block(
     return total, count
 
 
-@njit(inline="always")
+@njit(nogil=True, fastmath=_FASTMATH)
 def _finish_shared(
     n_users, shared, cosine, shared_q, inv_qs, shared_dq, grad, flags, touched, count
 ):
@@ -729,7 +731,7 @@ def pairs_loss_and_grad(
 
 
 # --------------------------------------------------------------------------- training
-@njit(inline="always")
+@njit(nogil=True, fastmath=_FASTMATH)
 def _sample_negative(state, n_items, sampler, pop_items):
     state, r = _next(state)
     if sampler == UNIFORM:
@@ -737,7 +739,7 @@ def _sample_negative(state, n_items, sampler, pop_items):
     return state, pop_items[_bounded(r, pop_items.shape[0])]
 
 
-@njit(inline="always")
+@njit(nogil=True, fastmath=_FASTMATH)
 def _sample_targets(
     state,
     item,
@@ -1063,7 +1065,7 @@ def normalize_rows(A):
 
 
 # --------------------------------------------------------------------------- fold-in
-@njit(inline="always")
+@njit(nogil=True, fastmath=_FASTMATH)
 def _row_update(
     W, row, gvec, moment1, moment2, optimizer, learning_rate, l2, beta1, beta2, opt_eps, step
 ):
