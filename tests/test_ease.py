@@ -429,3 +429,21 @@ def test_sparse_columns_kernel_skips_empty_supports_and_users_without_items(rng)
     for i in range(12):
         got = values[indptr[i] : indptr[i + 1]]
         np.testing.assert_allclose(got, ref[supports[i], i][: counts[i]], rtol=1e-9, atol=1e-12)
+
+
+def test_kth_largest_matches_sorting(rng):
+    from linrec._kernels.ease import _kth_largest
+
+    for trial in range(400):
+        n = int(rng.integers(1, 60))
+        kind = trial % 4
+        if kind == 0:
+            values = rng.random(n)
+        elif kind == 1:  # heavy ties
+            values = rng.integers(0, 4, n).astype(np.float64)
+        elif kind == 2:  # sorted input
+            values = np.sort(rng.random(n))
+        else:  # constant
+            values = np.full(n, 1.5)
+        k = int(rng.integers(1, n + 1))
+        assert _kth_largest(values.copy(), k) == np.sort(values)[::-1][k - 1]

@@ -91,6 +91,39 @@ def weight_block(
             out[u, c] = positive_weight[u] * products[u, c]
 
 
+@njit(cache=True)
+def _kth_largest(values, k):
+    """The ``k``-th largest of ``values`` (1-based; reorders ``values``): quickselect.
+
+    Hand-written rather than ``np.partition``, whose numba implementation costs seconds of
+    compilation on every first run.
+    """
+    target = k - 1  # index of the answer in descending order
+    lo, hi = 0, values.shape[0] - 1
+    while lo < hi:
+        # median of three as pivot, so sorted or constant inputs stay O(n)
+        mid = (lo + hi) // 2
+        a, b, c = values[lo], values[mid], values[hi]
+        pivot = max(min(a, b), min(max(a, b), c))
+        i, j = lo, hi
+        while i <= j:
+            while values[i] > pivot:
+                i += 1
+            while values[j] < pivot:
+                j -= 1
+            if i <= j:
+                values[i], values[j] = values[j], values[i]
+                i += 1
+                j -= 1
+        if target <= j:
+            hi = j
+        elif target >= i:
+            lo = i
+        else:
+            return values[target]
+    return values[target]
+
+
 @njit(parallel=True, cache=True)
 def cooccurrence_neighbors(
     csr_indptr, csr_indices, csr_data, csc_indptr, csc_indices, csc_data, norms, n_neighbors, counts
@@ -137,7 +170,7 @@ def cooccurrence_neighbors(
             k = min(n_neighbors, n_touched)
             if k < n_touched:
                 # the k-th largest score: all above it are in, ties at it go to lower indices
-                threshold = -np.partition(-score, k - 1)[k - 1]
+                threshold = _kth_largest(score.copy(), k)
                 chosen = np.empty(k, dtype=np.int64)
                 tied = np.empty(n_touched, dtype=np.int64)
                 n_chosen, n_tied = 0, 0
