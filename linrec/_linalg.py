@@ -29,6 +29,9 @@ import itertools
 import numpy as np
 from scipy.linalg import blas, lapack
 
+from linrec._kernels.linalg import mirror_lower_to_upper
+from linrec._threading import numba_threads
+
 __all__ = [
     "DEFAULT_TILE",
     "cholesky_lower_inplace",
@@ -40,6 +43,9 @@ __all__ = [
 ]
 
 DEFAULT_TILE = 4096
+# Up to this size one threaded potrf + potri on the whole matrix is used: it is the fastest
+# way (the LAPACK floor itself) and less than half the size where threaded spotrf crashes.
+DIRECT_LIMIT = 16384
 
 
 def tile_workspace_bytes(n: int, tile: int, itemsize: int) -> int:
@@ -181,22 +187,30 @@ def lauum_lower_inplace(A: np.ndarray, tile: int = DEFAULT_TILE) -> None:
         A[i0:i1, i0:i1] = np.tril(A[i0:i1, i0:i1])
 
 
-def symmetrize_from_lower_inplace(A: np.ndarray, tile: int = DEFAULT_TILE) -> None:
-    """Copy the lower triangle of ``A`` onto its upper triangle, tile by tile."""
+def symmetrize_from_lower_inplace(
+    A: np.ndarray, tile: int = DEFAULT_TILE, n_jobs: int | None = None
+) -> None:
+    """Copy the lower triangle of ``A`` onto its upper triangle.
+
+    A cache-blocked numba transpose with ``n_jobs`` threads; ``tile`` is unused (kept so the
+    tiled routines share one signature).
+    """
     _check_square(A)
-    blocks = _bounds(A.shape[0], tile)
-    for i, (i0, i1) in enumerate(blocks):
-        for j0, j1 in blocks[:i]:
-            A[j0:j1, i0:i1] = A[i0:i1, j0:j1].T
-        lower = np.tril(A[i0:i1, i0:i1])
-        A[i0:i1, i0:i1] = lower + np.tril(lower, -1).T
+    with numba_threads(n_jobs):
+        mirror_lower_to_upper(A)
 
 
-def spd_inverse_inplace(A: np.ndarray, tile: int = DEFAULT_TILE) -> None:
+def spd_inverse_inplace(
+    A: np.ndarray,
+    tile: int = DEFAULT_TILE,
+    direct_limit: int = DIRECT_LIMIT,
+    n_jobs: int | None = None,
+) -> None:
     """Overwrite the SPD matrix ``A`` (lower triangle read) with its full inverse.
 
-    Cholesky, triangular inverse and ``L^{-T} L^{-1}``, all tiled: about ``n^3`` flops, the
-    memory of ``A`` plus :func:`tile_workspace_bytes`.
+    Cholesky, triangular inverse and ``L^{-T} L^{-1}``: about ``n^3`` flops, the memory of
+    ``A`` plus :func:`tile_workspace_bytes`. Up to ``direct_limit`` rows one LAPACK
+    ``potrf`` + ``potri`` call each does it in place; above, every call is on one tile.
 
     Examples
     --------
@@ -207,7 +221,31 @@ def spd_inverse_inplace(A: np.ndarray, tile: int = DEFAULT_TILE) -> None:
     >>> bool(np.allclose(inv @ A, np.eye(7)))
     True
     """
-    cholesky_lower_inplace(A, tile)
-    triangular_inverse_lower_inplace(A, tile)
-    lauum_lower_inplace(A, tile)
-    symmetrize_from_lower_inplace(A, tile)
+    if not (A.shape[0] <= direct_limit and _direct_inverse_lower_inplace(A)):
+        cholesky_lower_inplace(A, tile)
+        triangular_inverse_lower_inplace(A, tile)
+        lauum_lower_inplace(A, tile)
+    symmetrize_from_lower_inplace(A, tile, n_jobs)
+
+
+def _direct_inverse_lower_inplace(A: np.ndarray) -> bool:
+    """One ``potrf`` + ``potri`` on the whole of ``A``, in place; False if that is not possible.
+
+    ``A.T`` of a C-ordered array is Fortran-ordered, so LAPACK can work on it without a copy;
+    ``A``'s lower triangle is the upper triangle of ``A.T``, hence ``lower=0``.
+    """
+    _check_square(A)
+    if not A.flags.c_contiguous or not A.flags.writeable:
+        return False
+    F = A.T
+    factor, info = _lapack("potrf", A.dtype)(F, lower=0, clean=0, overwrite_a=1)
+    if not np.shares_memory(factor, A):  # the wrapper copied: keep the tiled path's memory
+        return False
+    if info != 0:
+        raise np.linalg.LinAlgError(
+            f"matrix is not positive definite (leading minor {info} failed)"
+        )
+    inverse, info = _lapack("potri", A.dtype)(factor, lower=0, overwrite_c=1)
+    if info != 0 or not np.shares_memory(inverse, A):
+        raise np.linalg.LinAlgError(f"potri failed (info {info})")
+    return True

@@ -123,7 +123,7 @@ def dense_ease_weights(X: sp.csr_matrix, regularization: float, dtype, n_jobs, t
     weights[diagonal, diagonal] += dtype.type(regularization)
     gram_time = time.perf_counter()
     with blas_threads(n_jobs):
-        spd_inverse_inplace(weights, tile_size)
+        spd_inverse_inplace(weights, tile_size, n_jobs=n_jobs)
     inverse_time = time.perf_counter()
     inverse_diagonal = np.diag(weights).copy()
     scale = (-1.0 / inverse_diagonal).astype(dtype)

@@ -20,6 +20,7 @@ from linrec._linalg import (
     cholesky_lower_inplace,
     lauum_lower_inplace,
     spd_inverse_inplace,
+    symmetrize_from_lower_inplace,
     triangular_inverse_lower_inplace,
 )
 from linrec.ease import EASE, DebiasedEASE, SparseEASE, debiased_user_weights
@@ -80,7 +81,7 @@ class TestDebiasedEASEContract(RecommenderContract):
 def test_tiled_inverse_matches_numpy(rng, n, tile, dtype):
     A = random_spd(rng, n, dtype)
     inv = A.copy()
-    spd_inverse_inplace(inv, tile)
+    spd_inverse_inplace(inv, tile, direct_limit=0)
     ref = np.linalg.inv(A.astype(np.float64))
     tol = 1e-10 if dtype == np.float64 else 2e-5
     np.testing.assert_allclose(inv, ref, atol=tol * np.abs(ref).max())
@@ -100,6 +101,38 @@ def test_tiled_steps_match_lapack_steps(rng, n, tile):
     np.testing.assert_allclose(np.tril(work), M_ref, atol=1e-10)
     lauum_lower_inplace(work, tile)
     np.testing.assert_allclose(np.tril(work), np.tril(M_ref.T @ M_ref), atol=1e-10)
+
+
+@pytest.mark.parametrize("n", [1, 6, 97])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_direct_inverse_matches_numpy_in_place(rng, n, dtype):
+    # below direct_limit: one potrf + potri on the array itself, the upper triangle ignored
+    A = random_spd(rng, n, dtype)
+    inv = A.copy()
+    inv[np.triu_indices(n, 1)] = 123.0
+    address = inv.__array_interface__["data"][0]
+    spd_inverse_inplace(inv, tile=4)
+    assert inv.__array_interface__["data"][0] == address
+    ref = np.linalg.inv(A.astype(np.float64))
+    tol = 1e-10 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(inv, ref, atol=tol * np.abs(ref).max())
+    np.testing.assert_array_equal(inv, inv.T)
+
+
+def test_direct_inverse_rejects_indefinite(rng):
+    A = random_spd(rng, 20)
+    A[15, 15] = -50.0
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        spd_inverse_inplace(A)
+
+
+@pytest.mark.parametrize("n", [1, 2, 63, 64, 65, 130, 200])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_symmetrize_from_lower_matches_numpy(rng, n, dtype):
+    A = rng.standard_normal((n, n)).astype(dtype)
+    expected = np.tril(A) + np.tril(A, -1).T
+    symmetrize_from_lower_inplace(A, tile=48, n_jobs=2)
+    np.testing.assert_array_equal(A, expected)
 
 
 def test_tiled_cholesky_rejects_indefinite(rng):
