@@ -72,8 +72,8 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             "ials",
             _ials,
-            "implicit ALS (Rendle's objective, CG solver)",
-            {"n_factors": 64, "n_epochs": 10, "random_state": 0},
+            "implicit ALS (Rendle's objective, exact solver)",
+            {"n_factors": 64, "n_epochs": 10, "solver": "cholesky", "random_state": 0},
         ),
         ModelEntry("ease", _ease, "dense EASE closed form", {"regularization": 100.0}),
         ModelEntry(
@@ -86,7 +86,7 @@ MODELS: dict[str, ModelEntry] = {
             "debiased_ease",
             _debiased_ease,
             "EASE under the debiased-MSE objective (column-wise CG)",
-            {"regularization": 100.0, "unobserved_weight": 0.5},
+            {"regularization": 100.0, "unobserved_weight": 0.5, "tol": 1e-4},
         ),
         ModelEntry(
             "mf_infonce",

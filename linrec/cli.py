@@ -79,8 +79,8 @@ def format_table(rows: list[dict]) -> str:
 
 # ---------------------------------------------------------------------------- demo
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--users", type=int, default=6000, help="synthetic users")
-    parser.add_argument("--items", type=int, default=3000, help="synthetic items")
+    parser.add_argument("--users", type=int, default=5000, help="synthetic users")
+    parser.add_argument("--items", type=int, default=2500, help="synthetic items")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
 
 
