@@ -400,7 +400,7 @@ def plot_curves(all_results: dict, path: Path) -> None:
         for loss, r in results.items():
             epochs = np.arange(1, len(r["test_curve"]) + 1)
             ax.plot(epochs, r["test_curve"], label=loss, marker="o", markersize=3)
-        ax.set_title(f"{name}: test Recall@20 per epoch (user sample)")
+        ax.set_title(f"{name}: test Recall@20 per epoch (user sample)", fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel("Recall@20")
         ax.legend(fontsize=8)
