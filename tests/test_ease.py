@@ -131,7 +131,7 @@ def test_direct_inverse_rejects_indefinite(rng):
 def test_symmetrize_from_lower_matches_numpy(rng, n, dtype):
     A = rng.standard_normal((n, n)).astype(dtype)
     expected = np.tril(A) + np.tril(A, -1).T
-    symmetrize_from_lower_inplace(A, tile=48, n_jobs=2)
+    symmetrize_from_lower_inplace(A, n_jobs=2)
     np.testing.assert_array_equal(A, expected)
 
 
