@@ -88,6 +88,16 @@ class MF(BaseRecommender):
         with the global step in the bias correction (as ``torch.optim.SparseAdam``).
     learning_rate : float, default=1e-3
         Step size.
+    learning_rate_decay : float, default=0.1
+        Factor in (0, 1] applied to the step size at each milestone and plateau.
+    learning_rate_milestones : sequence of int, optional
+        Epoch counts m after which the step size is multiplied by ``learning_rate_decay``
+        (epochs m, m + 1, ... use the smaller step).
+    plateau_decays : int, default=0
+        With ``validation_data`` and ``early_stopping_patience``: when the patience runs out,
+        multiply the step size by ``learning_rate_decay`` and go on, up to this many times,
+        before stopping (reduce-on-plateau). The epochs at which it happened are recorded
+        in ``learning_rate_milestones_``, so a refit on all the data can replay the schedule.
     batch_size : int, default=1024
         Positive pairs per minibatch; the gradient is the batch mean.
     n_epochs : int, default=20
@@ -122,6 +132,9 @@ class MF(BaseRecommender):
         Validation Recall@20 after each epoch (empty without validation data).
     best_epoch_ : int
         Epoch (0-based) whose factors were kept.
+    learning_rate_milestones_ : list of int
+        Epoch counts after which the step size was decayed (given milestones within the
+        epochs run, then plateau decays), in order.
     epoch_times_ : list of float
         Training seconds per epoch (validation excluded).
     fold_in_seed_ : int
@@ -177,6 +190,9 @@ class MF(BaseRecommender):
         l2: float = 0.0,
         optimizer: str = "adam",
         learning_rate: float = 1e-3,
+        learning_rate_decay: float = 0.1,
+        learning_rate_milestones=None,
+        plateau_decays: int = 0,
         batch_size: int = 1024,
         n_epochs: int = 20,
         init_std: float = 0.1,
@@ -204,6 +220,9 @@ class MF(BaseRecommender):
         self.l2 = l2
         self.optimizer = optimizer
         self.learning_rate = learning_rate
+        self.learning_rate_decay = learning_rate_decay
+        self.learning_rate_milestones = learning_rate_milestones
+        self.plateau_decays = plateau_decays
         self.batch_size = batch_size
         self.n_epochs = n_epochs
         self.init_std = init_std
@@ -246,6 +265,17 @@ class MF(BaseRecommender):
         patience = self.early_stopping_patience
         if patience is not None:
             patience = _check_int(patience, "early_stopping_patience", 1)
+        decay = check_positive_float(self.learning_rate_decay, "learning_rate_decay")
+        if decay > 1.0:
+            raise ValueError(f"learning_rate_decay must lie in (0, 1], got {decay}")
+        milestones = self.learning_rate_milestones
+        if milestones is None:
+            milestones = ()
+        elif isinstance(milestones, numbers.Integral) or isinstance(milestones, str):
+            raise ValueError(
+                f"learning_rate_milestones must be a sequence of epoch counts, got {milestones!r}"
+            )
+        milestones = sorted(_check_int(m, "learning_rate_milestones entry", 1) for m in milestones)
         inflation = check_positive_float(self.prior_inflation, "prior_inflation")
         if inflation < 1.0:
             raise ValueError(f"prior_inflation (K) must be >= 1, got {self.prior_inflation}")
@@ -278,6 +308,9 @@ class MF(BaseRecommender):
             "n_epochs": _check_int(self.n_epochs, "n_epochs", 0),
             "fold_in_epochs": _check_int(self.fold_in_epochs, "fold_in_epochs", 0),
             "learning_rate": check_positive_float(self.learning_rate, "learning_rate"),
+            "decay": decay,
+            "milestones": milestones,
+            "plateau_decays": _check_int(self.plateau_decays, "plateau_decays", 0),
             "l2": check_positive_float(self.l2, "l2", allow_zero=True),
             "init_std": check_positive_float(self.init_std, "init_std"),
             "patience": patience,
@@ -354,6 +387,8 @@ class MF(BaseRecommender):
         self.best_epoch_ = max(s["n_epochs"] - 1, 0)
         trainer = _EpochRunner(self, X, W, tau, s, seed, update_limit=n_users + n_items)
         best_W, best_score, since_best = None, -np.inf, 0
+        learning_rate, decays_left = s["learning_rate"], s["plateau_decays"]
+        self.learning_rate_milestones_ = []
         epochs = range(s["n_epochs"])
         bar = None
         if self.verbose:
@@ -362,8 +397,11 @@ class MF(BaseRecommender):
             bar = tqdm(epochs, desc=f"MF({s['spec'].name})", unit="epoch")
             epochs = bar
         for epoch in epochs:
+            if epoch in s["milestones"]:
+                learning_rate *= s["decay"]
+                self.learning_rate_milestones_.append(epoch)
             start = time.perf_counter()
-            mean_loss = trainer.run_epoch(epoch)
+            mean_loss = trainer.run_epoch(epoch, learning_rate)
             self.epoch_times_.append(time.perf_counter() - start)
             self.loss_.append(mean_loss)
             if not np.isfinite(mean_loss):
@@ -389,7 +427,15 @@ class MF(BaseRecommender):
                 bar.set_postfix_str(info)
             stop = callback is not None and bool(callback(self, epoch))
             if s["patience"] is not None and since_best >= s["patience"]:
-                stop = True
+                if decays_left > 0:
+                    # reduce on plateau: a smaller step from the current factors
+                    decays_left -= 1
+                    since_best = 0
+                    learning_rate *= s["decay"]
+                    self.learning_rate_milestones_.append(epoch + 1)
+                    logger.info("epoch %d: learning rate decayed to %g", epoch, learning_rate)
+                else:
+                    stop = True
             if stop:
                 break
         if bar is not None:
@@ -512,7 +558,7 @@ class _EpochRunner:
         self.stamp = np.zeros(n_rows, np.int64)
         self.step = 0
 
-    def run_epoch(self, epoch: int) -> float:
+    def run_epoch(self, epoch: int, learning_rate: float) -> float:
         s = self.s
         order = np.random.default_rng([self.seed, 2, epoch]).permutation(self.indices.size)
         with numba_threads(self.model.n_jobs):
@@ -540,7 +586,7 @@ class _EpochRunner:
                 self.seed,
                 epoch,
                 s["optimizer"],
-                s["learning_rate"],
+                learning_rate,
                 s["l2"],
                 0.9,
                 0.999,

@@ -192,6 +192,42 @@ def test_early_stopping_and_callback(data):
     assert np.isclose(_validation_recall(stopped, train, held), stopped.validation_scores_[best])
 
 
+def test_learning_rate_milestones(data):
+    train, _ = data
+    constant = _model("bpr", n_epochs=4).fit(train)
+    late = _model("bpr", n_epochs=4, learning_rate_milestones=[9]).fit(train)
+    decayed = _model("bpr", n_epochs=4, learning_rate_milestones=[2], learning_rate_decay=0.5)
+    decayed.fit(train)
+    assert late.loss_ == constant.loss_ and late.learning_rate_milestones_ == []
+    # the first two epochs are the constant run's; the smaller step changes the rest
+    assert decayed.loss_[:2] == constant.loss_[:2]
+    assert decayed.loss_[2] != constant.loss_[2]
+    assert decayed.learning_rate_milestones_ == [2]
+    np.testing.assert_array_equal(late.item_factors_, constant.item_factors_)
+
+
+def test_plateau_decays_and_replay(data):
+    train, held = data
+    settings = dict(n_epochs=60, learning_rate=0.05, early_stopping_patience=2)
+    plain = _model("infonce", **settings).fit(train, validation_data=held)
+    plateau = _model("infonce", plateau_decays=2, **settings).fit(train, validation_data=held)
+    milestones = plateau.learning_rate_milestones_
+    assert 1 <= len(milestones) <= 2
+    assert len(plateau.loss_) > len(plain.loss_)
+    # decays happen after `patience` epochs without a better validation score
+    scores = plateau.validation_scores_
+    for m in milestones:
+        assert max(scores[m - 2 : m]) <= max(scores[: m - 2])
+    # the schedule replays without validation data: identical training up to the last epoch
+    replay = _model(
+        "infonce",
+        n_epochs=len(plateau.loss_),
+        learning_rate=0.05,
+        learning_rate_milestones=milestones,
+    ).fit(train)
+    assert replay.loss_ == plateau.loss_
+
+
 def test_class_prior_array_and_bad_parameters(data):
     train, held = data
     tau = np.full(train.shape[0], 0.05)
@@ -206,6 +242,11 @@ def test_class_prior_array_and_bad_parameters(data):
         ({"negative_sharing": "all"}, "negative_sharing"),
         ({"temperature": 0.0}, "temperature"),
         ({"prior_inflation": 0.5}, "prior_inflation"),
+        ({"learning_rate_decay": 1.5}, "learning_rate_decay"),
+        ({"learning_rate_decay": 0.0}, "learning_rate_decay"),
+        ({"learning_rate_milestones": 5}, "learning_rate_milestones"),
+        ({"learning_rate_milestones": [3, 0]}, "learning_rate_milestones"),
+        ({"plateau_decays": -1}, "plateau_decays"),
         ({"class_prior": np.ones(3) * 0.1}, "class_prior"),
         ({"class_prior": np.ones(train.shape[0])}, r"\[0, 1\)"),
     ]:
