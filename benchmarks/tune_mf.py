@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -75,6 +76,8 @@ def main(argv=None) -> None:
     parser.add_argument("--test", action="store_true", help="test the best point once")
     parser.add_argument("--out", default="out/tune_mf.jsonl")
     args = parser.parse_args(argv)
+    # per-epoch loss and validation Recall@20 from linrec.mf's logger
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
     train, test = load_lightgcn(args.data)
     base = _base_settings(args.loss, False, parse_overrides(args.set))
