@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from linrec.datasets import load_lightgcn
 from linrec.metrics import evaluate
 from linrec.mf import MF
-from linrec.reproduce import _base_settings, parse_overrides, split_validation
+from linrec.reproduce import _base_settings, curve_users, parse_overrides, split_validation
 
 
 def run_point(loss, params, rest, val, args):
@@ -71,6 +71,9 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--patience", type=int, default=5, help="epochs without improvement")
     parser.add_argument("--validation-share", type=float, default=0.2)
+    parser.add_argument(
+        "--val-users", type=int, default=None, help="score a fixed sample of validation users"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-jobs", type=int, default=None)
     parser.add_argument("--test", action="store_true", help="test the best point once")
@@ -87,6 +90,8 @@ def main(argv=None) -> None:
         axes[key] = [parse_overrides([f"{key}={v}"])[key] for v in values.split(",")]
     points = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
     rest, val = split_validation(train, args.validation_share, args.seed)
+    if args.val_users is not None:
+        val = curve_users(val, args.val_users, args.seed)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     print(f"# {args.loss} on {args.data}: base {base}", flush=True)
