@@ -209,8 +209,11 @@ def item_weights(counts: np.ndarray, exponent: float, normalization: str = "mean
     ``"unit_mean"``: g_i = n_i^beta / mean_j n_j^beta, so that mean_j g_j = 1 and the total
     unobserved weight of a row, c_u sum_j g_j = c_u n_items, does not depend on beta (He et
     al.'s c_i = c_0 f_i^beta / sum_j f_j^beta with c_0 = c_u n_items). ``exponent = 0`` gives
-    g = 1 under both. Items without training interactions get g = 0 when beta > 0; beta < 0
-    needs every item to have one (g would be infinite).
+    g = 1 under both. For beta != 0, items without training interactions get g = 0 (the
+    limit for beta > 0; for beta < 0 it keeps g finite): an item without interactions has
+    factor zero after the first item half-step whatever its weight, so its weight only
+    enters the first user half-step (through its random initial factor) and never the
+    fitted objective. The means run over all items.
 
     Parameters
     ----------
@@ -234,21 +237,16 @@ def item_weights(counts: np.ndarray, exponent: float, normalization: str = "mean
         )
     if beta == 0:
         return np.ones_like(counts)
-    if counts.size == 0 or not np.any(counts > 0):
+    counted = counts > 0
+    if not np.any(counted):
         raise ValueError("item weights need at least one item with training interactions")
-    if beta < 0 and np.any(counts == 0):
-        first = int(np.flatnonzero(counts == 0)[0])
-        raise ValueError(
-            f"item_weight_exponent={beta} < 0 gives items without training interactions an "
-            f"infinite unobserved weight ({int(np.sum(counts == 0))} such item(s), first: item "
-            f"{first}): use item_weight_exponent >= 0 or drop those items"
-        )
+    weights = np.zeros_like(counts)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         if normalization == "mean_count":
-            weights = np.power(counts / counts.mean(), beta)
+            weights[counted] = np.power(counts[counted] / counts.mean(), beta)
         else:
-            raw = np.power(counts, beta)
-            weights = raw / raw.mean()
+            weights[counted] = np.power(counts[counted], beta)
+            weights /= weights.mean()
     if not np.all(np.isfinite(weights)):
         raise ValueError(
             f"item_weight_exponent={beta} makes item weights overflow: use a smaller |beta|"
@@ -313,8 +311,8 @@ class IALS(TransformerMixin, BaseRecommender):
     item_weight_exponent : float, default=0.0
         beta of the popularity weights g_i of the unobserved entries (formula above); 0
         weighs every item's unobserved entries alike (bit-identical to no item weighting).
-        beta > 0 pushes popular items' scores down harder; beta < 0 needs every item to have
-        a training interaction.
+        beta > 0 pushes popular items' scores down harder, beta < 0 less; items without
+        training interactions get g = 0 (see :func:`item_weights`).
     item_weight_normalization : {"mean_count", "unit_mean"}, default="mean_count"
         How g_i is normalised (formula above): relative to the mean count, or so that the
         weights average 1 (the total unobserved weight per user then does not move with

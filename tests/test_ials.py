@@ -16,7 +16,7 @@ from linrec._kernels.als import (
     solve_cg,
     solve_cholesky,
 )
-from linrec.ials import IALS, objective_terms
+from linrec.ials import IALS, item_weights, objective_terms
 from linrec.metrics import evaluate
 
 from conftest import random_interactions
@@ -36,9 +36,15 @@ def popularity_weights(X, p, counts_from=None):
     beta = p.get("item_weight_exponent", 0.0)
     counts = np.bincount((X if counts_from is None else counts_from).indices, minlength=X.shape[1])
     counts = counts.astype(float)
+    if beta == 0:
+        return np.ones_like(counts)
+    counted = counts > 0
+    g = np.zeros_like(counts)  # items without training interactions weigh 0
     if p.get("item_weight_normalization", "mean_count") == "mean_count":
-        return (counts / counts.mean()) ** beta
-    return counts**beta / np.mean(counts**beta)
+        g[counted] = (counts[counted] / counts.mean()) ** beta
+        return g
+    g[counted] = counts[counted] ** beta
+    return g / g.mean()
 
 
 def formula_objective(X, P, Q, p):
@@ -727,14 +733,21 @@ def test_item_weight_bad_values_raise(rng):
         IALS(n_factors=3, item_weight_exponent="0.5").fit(X)
     with pytest.raises(ValueError, match="item_weight_normalization must be one of"):
         IALS(n_factors=3, item_weight_exponent=0.5, item_weight_normalization="sum").fit(X)
-    with pytest.raises(ValueError, match=r"infinite unobserved weight \(1 such item"):
-        IALS(n_factors=3, item_weight_exponent=-0.5).fit(with_empty)
     with pytest.raises(ValueError, match="overflow"):
         IALS(n_factors=3, item_weight_exponent=1e4).fit(X * 1.0)
-    # beta > 0 gives an item without interactions weight 0 (a zero factor, no error)
-    model = IALS(n_factors=3, n_epochs=2, item_weight_exponent=0.5, random_state=0)
-    model.fit(with_empty)
-    assert model.item_weights_[-1] == 0 and np.all(model.item_factors_[-1] == 0)
+    with pytest.raises(ValueError, match="at least one item with training interactions"):
+        item_weights(np.zeros(4), 0.5)
+    # an item without interactions gets weight 0 for either sign of beta (finite, and its
+    # factor is zero whatever its weight); the other items' weights follow the formula
+    for beta in (0.5, -0.5):
+        model = IALS(n_factors=3, n_epochs=2, item_weight_exponent=beta, random_state=0)
+        model.fit(with_empty)
+        counts = np.bincount(with_empty.indices, minlength=with_empty.shape[1])
+        assert model.item_weights_[-1] == 0 and np.all(model.item_factors_[-1] == 0)
+        np.testing.assert_allclose(
+            model.item_weights_[:-1], (counts[:-1] / counts.mean()) ** beta, rtol=1e-6
+        )
+        assert np.isfinite(model.objective_).all()
 
 
 class TestIALSContract(RecommenderContract):
