@@ -385,7 +385,10 @@ class IALS(TransformerMixin, BaseRecommender):
     unobserved_weight=0.01`` with ``regularization=0.003, reg_exponent=1`` at d = 64 or
     ``regularization=0.1, reg_exponent=0.5`` at d = 256-512, 4-5 epochs (validation recall
     falls slowly after that, also with the exact solver); the defaults above are generic
-    starting values, not tuned ones.
+    starting values, not tuned ones. ``item_weight_exponent`` 0.1-0.5 added about 0.002
+    validation (and test) Recall@20 at d = 64 on Gowalla and Yelp2018 and nothing at
+    d = 256 (RESULTS.md, "popularity-weighted unobserved entries"); the two normalisations
+    measured the same.
 
     Fit-time validation ranks all items by ``user_factors . item_factors`` with the training
     items excluded and reports mean Recall@k = ``hits / |held-out items|`` over users with
