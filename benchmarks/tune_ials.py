@@ -107,6 +107,13 @@ def main(argv=None):
         default=[None],
         help="initialisation standard deviation (default 0.1 / sqrt(d))",
     )
+    ap.add_argument(
+        "--seed",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="random_state of the initialisation (an axis: repeats a setting over seeds)",
+    )
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--val-users", type=int, default=8000)
@@ -129,10 +136,10 @@ def main(argv=None):
         flush=True,
     )
     print(
-        "| objective | d | w | lam | nu | alpha | K | beta | g norm | solver | init std | "
+        "| objective | d | w | lam | nu | alpha | K | beta | g norm | solver | init std | seed | "
         "best epoch | val Recall@20 | last-epoch Recall@20 | s/epoch |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("|---" * 16 + "|", flush=True)
     grid = itertools.product(
         args.objective,
         args.factors,
@@ -145,15 +152,16 @@ def main(argv=None):
         args.item_weight_normalization,
         args.solver,
         args.init_std,
+        args.seed,
     )
     rows = []
     seen_unweighted = set()
-    for obj, d, w, lam, nu, alpha, K, beta, norm, solver, init_std in grid:
+    for obj, d, w, lam, nu, alpha, K, beta, norm, solver, init_std, seed in grid:
         if obj != "hu" and alpha != 0:
             continue
         if beta == 0:
             # beta = 0 is the same model under every normalisation: run it once
-            key = (obj, d, w, lam, nu, alpha, K, solver, init_std)
+            key = (obj, d, w, lam, nu, alpha, K, solver, init_std, seed)
             if key in seen_unweighted:
                 continue
             seen_unweighted.add(key)
@@ -172,6 +180,7 @@ def main(argv=None):
             solver=solver,
             cg_steps=args.cg_steps,
             init_std=init_std,
+            seed=seed,
             max_epochs=args.epochs,
             patience=args.patience,
         )
@@ -190,12 +199,12 @@ def main(argv=None):
             init_std=init_std,
             n_epochs=args.epochs,
             early_stopping_rounds=args.patience,
-            random_state=0,
+            random_state=seed,
             n_jobs=args.threads,
         )
         label = (
             f"| {obj} | {d} | {w} | {lam} | {nu} | {alpha} | {K} | {beta} | {norm} | {solver} "
-            f"| {init_std} |"
+            f"| {init_std} | {seed} |"
         )
         try:
             model.fit(fit_part, validation_data=val)
