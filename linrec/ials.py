@@ -643,7 +643,8 @@ class IALS(TransformerMixin, BaseRecommender):
             raise ValueError(
                 f"objective {self.objective!r} with these settings gives observed entries a "
                 f"negative weight ({float(observed[first]):.4g} at user {user}): the objective "
-                "is unbounded below; lower prior_inflation or unobserved_weight"
+                "is unbounded below; lower prior_inflation, unobserved_weight or "
+                "item_weight_exponent"
             )
         u_indptr = X.indptr.astype(np.int64)
         u_indices = X.indices.astype(np.int64)
@@ -669,10 +670,10 @@ class IALS(TransformerMixin, BaseRecommender):
             P, Q = init
 
         user_side = (u_indptr, u_indices, extra, rhs, row_weight, user_reg, u_bounds)
-        gram_items = self._gram_item_weights()
         # an item's unobserved entries weigh C_u g_i: g_i is the item row's own weight and
         # the C_u go into the weighted Gram matrix of the item half-step
         item_side = (i_indptr, i_indices, i_extra, i_rhs, self.item_weights_, item_reg, i_bounds)
+        gram_items = self._gram_item_weights()
 
         self.objective_ = []
         self.epoch_times_ = []
