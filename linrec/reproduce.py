@@ -5,14 +5,18 @@ Recommendation"): for every data set (a LightGCN-format folder with ``train.txt`
 ``test.txt``, e.g. Gowalla, Yelp2018, Amazon-Book; without folders a small synthetic data
 set with a planted structure) and every loss of :class:`linrec.mf.MF`:
 
-1. tuning (``--grid small`` or ``full``; ``none`` skips it): a validation split is carved
-   from train (a random ``--validation-share`` of each user's training items, every user
-   keeping at least one); every grid point is trained on the rest with validation Recall@20
-   recorded per epoch (early stopping, patience 3); the best point and its best epoch count
-   are kept. The test file is not read while tuning.
+1. tuning (``--grid small`` or ``full``; ``defaults`` trains only the default point, to
+   choose its epoch count; ``none`` skips it): a validation split is carved from train (a
+   random ``--validation-share`` of each user's training items, every user keeping at least
+   one); every grid point is trained on the rest with validation Recall@20 recorded per
+   epoch (early stopping after ``--patience`` epochs without improvement; with
+   ``--plateau-decays K`` the step size is first divided by 10 up to K times); the best
+   point, its best epoch count and its step-size schedule are kept. The test file is not
+   read while tuning.
 2. final run: the chosen settings are trained on the full train split for the chosen number
-   of epochs and evaluated once on test (Recall@20 = hits / |test items| as in LightGCN,
-   NDCG@20; 95% Student-t confidence intervals over users, :func:`linrec.metrics.evaluate`).
+   of epochs (replaying the chosen step-size schedule) and evaluated once on test
+   (Recall@20 = hits / |test items| as in LightGCN, NDCG@20; 95% Student-t confidence
+   intervals over users, :func:`linrec.metrics.evaluate`).
    A learning curve (test Recall@20 of ``--curve-users`` sampled users after every epoch) is
    recorded through a callback; it selects nothing.
 
@@ -121,7 +125,7 @@ _SYNTHETIC = {"n_factors": 32, "batch_size": 512, "max_negatives": 64}
 
 def grid_points(loss: str, grid: str) -> list[dict]:
     """The hyper-parameter points tried for ``loss`` (a list of partial settings)."""
-    if grid == "none":
+    if grid in ("none", "defaults"):
         return [{}]
     axis, values = FAMILY_AXIS[loss]
     if grid == "small":
@@ -131,7 +135,7 @@ def grid_points(loss: str, grid: str) -> list[dict]:
         if axis == "l2":
             axes["l2"] = sorted({0.0, 1e-6, *values})
     else:
-        raise ValueError(f"grid must be 'none', 'small' or 'full', got {grid!r}")
+        raise ValueError(f"grid must be 'none', 'defaults', 'small' or 'full', got {grid!r}")
     keys = list(axes)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))]
 
@@ -233,8 +237,9 @@ def parse_overrides(pairs: list[str] | None) -> dict:
 def tune(loss, base, train, args, log, name=""):
     """Grid search on a validation split carved from ``train``.
 
-    Returns ``(settings, epochs, trials)``: the best point merged into ``base``, its best
-    epoch count (1-based) and one record per grid point.
+    Returns ``(settings, epochs, trials)``: the best point merged into ``base`` (with the
+    step-size milestones of its run up to its best epoch, when ``--plateau-decays`` decayed
+    it), its best epoch count (1-based) and one record per grid point.
     """
     points = grid_points(loss, args.grid)
     if args.grid == "none":
@@ -248,17 +253,28 @@ def tune(loss, base, train, args, log, name=""):
             n_epochs=args.epochs,
             random_state=args.seed,
             n_jobs=args.n_jobs,
-            early_stopping_patience=3,
+            early_stopping_patience=args.patience,
+            plateau_decays=args.plateau_decays,
             **params,
         ).fit(rest, validation_data=val)
         score = max(model.validation_scores_)
-        trials.append({"params": point, "val_recall": score, "curve": model.validation_scores_})
+        epochs = model.best_epoch_ + 1
+        milestones = [m for m in model.learning_rate_milestones_ if m < epochs]
+        trials.append(
+            {
+                "params": point,
+                "val_recall": score,
+                "curve": model.validation_scores_,
+                "milestones": milestones,
+            }
+        )
         log(
             f"  {name} {loss} {point}: val Recall@20 {score:.4f} "
-            f"(best epoch {model.best_epoch_ + 1})"
+            f"(best epoch {epochs}, step decayed after {milestones or 'never'})"
         )
         if score > best:
-            best, chosen, best_epochs = score, params, model.best_epoch_ + 1
+            best, best_epochs = score, epochs
+            chosen = {**params, "learning_rate_milestones": milestones or None}
     return chosen, best_epochs, trials
 
 
@@ -444,9 +460,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--losses", nargs="*", default=ALL_LOSSES, choices=ALL_LOSSES)
     parser.add_argument(
         "--grid",
-        choices=["none", "small", "full"],
+        choices=["none", "defaults", "small", "full"],
         default="small",
-        help="tuning grid on the validation split carved from train (default: small)",
+        help="tuning grid on the validation split carved from train (default: small); "
+        "'defaults' runs only each loss's default point there, to choose its epoch count "
+        "and step-size schedule; 'none' skips the validation split",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=3,
+        help="tuning: epochs without a better validation Recall@20 before stopping (or "
+        "decaying the step size, see --plateau-decays)",
+    )
+    parser.add_argument(
+        "--plateau-decays",
+        type=int,
+        default=0,
+        help="tuning: times the step size is divided by 10 on a plateau before stopping; the "
+        "final run replays the chosen run's schedule",
     )
     parser.add_argument(
         "--epochs", type=int, default=None, help="epochs (default: 15 synthetic, 20 real)"
@@ -483,6 +515,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
     if args.curve_users < 1:
         raise ValueError(f"--curve-users must be >= 1, got {args.curve_users}")
+    if args.patience < 1 or args.plateau_decays < 0:
+        raise ValueError(
+            f"--patience must be >= 1 and --plateau-decays >= 0, got {args.patience} and "
+            f"{args.plateau_decays}"
+        )
     args.overrides = parse_overrides(args.set)
     args.synthetic = not args.data
     if args.epochs is None:

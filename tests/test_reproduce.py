@@ -40,7 +40,7 @@ def test_split_validation_keeps_every_user_and_partitions():
 
 
 def test_grid_points():
-    assert grid_points("ccl", "none") == [{}]
+    assert grid_points("ccl", "none") == grid_points("ccl", "defaults") == [{}]
     small = grid_points("ccl", "small")
     assert {"learning_rate": 3e-3, "margin": 0.8} in small and len(small) == 4
     assert len(grid_points("infonce", "full")) == 3 * 2 * 3
@@ -85,11 +85,34 @@ def test_run_on_a_lightgcn_folder(tmp_path):
     assert (out / "sweep.png").stat().st_size > 0
 
 
+def test_defaults_grid_replays_the_plateau_schedule(tmp_path):
+    data = tmp_path / "tiny"
+    _write_lightgcn(data, planted_data(seed=3, n_users=150, n_items=60, rank=3))
+    out = tmp_path / "out"
+    args = _args(
+        out,
+        *("--data", str(data), "--losses", "infonce", "--grid", "defaults"),
+        *("--epochs", "40", "--patience", "1", "--plateau-decays", "2"),
+        *("--validation-share", "0.2", "--set", "learning_rate=0.05", "--set", "n_factors=32"),
+        *("--set", "batch_size=512", "--set", "n_negatives=64"),
+    )
+    assert run(args) == 0
+    (r,) = json.loads((out / "results.json").read_text())["results"]["tiny"].values()
+    (trial,) = r["tuning"]
+    # the final run replays the tuned run's schedule up to its chosen epoch count
+    assert r["epochs"] == 1 + int(np.argmax(trial["curve"]))
+    assert trial["milestones"] and all(m < r["epochs"] for m in trial["milestones"])
+    assert r["params"]["learning_rate_milestones"] == (trial["milestones"] or None)
+    assert len(r["test_curve"]) == r["epochs"]
+
+
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="epochs"):
         run(_args(tmp_path, "--epochs", "0"))
     with pytest.raises(ValueError, match="key=value"):
         run(_args(tmp_path, "--set", "learning_rate"))
+    with pytest.raises(ValueError, match="plateau-decays"):
+        run(_args(tmp_path, "--plateau-decays", "-1"))
 
 
 def test_overrides_reach_the_model(tmp_path):
