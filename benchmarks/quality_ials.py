@@ -36,6 +36,8 @@ def main(argv=None):
     ap.add_argument("--unobserved-weight", type=float, default=0.003)
     ap.add_argument("--regularization", type=float, default=0.01)
     ap.add_argument("--reg-exponent", type=float, default=1.0)
+    ap.add_argument("--item-weight-exponent", type=float, default=0.0)
+    ap.add_argument("--item-weight-normalization", default="mean_count")
     ap.add_argument("--solver", default="cg")
     ap.add_argument("--cg-steps", type=int, default=3)
     ap.add_argument("--init-std", type=float, default=None)
@@ -56,6 +58,8 @@ def main(argv=None):
         unobserved_weight=args.unobserved_weight,
         regularization=args.regularization,
         reg_exponent=args.reg_exponent,
+        item_weight_exponent=args.item_weight_exponent,
+        item_weight_normalization=args.item_weight_normalization,
         solver=args.solver,
         cg_steps=args.cg_steps,
         init_std=args.init_std,
@@ -81,7 +85,8 @@ def main(argv=None):
     print(
         f"| {Path(args.data).name} | {args.factors} | {args.objective} | "
         f"{args.unobserved_weight} | {args.regularization} | {args.reg_exponent} | "
-        f"{args.solver} | {args.holdout} | {epochs} | {val_res.mean('recall', 20):.4f} | "
+        f"{args.item_weight_exponent} | {args.item_weight_normalization} | {args.solver} | "
+        f"{args.holdout} | {epochs} | {val_res.mean('recall', 20):.4f} | "
         f"{val_res.mean('ndcg', 20):.4f} | {res.mean('recall', 20):.4f} | "
         f"{res.mean('ndcg', 20):.4f} | {fit_s:.0f} |",
         flush=True,

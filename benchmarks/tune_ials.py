@@ -11,6 +11,9 @@ results go to ``--out`` as ``tune_ials.jsonl`` (one JSON line per setting, appen
 plot ``recall_vs_unobserved_weight.png``: best validation Recall@20 against the unobserved
 weight, one line per (objective, d, lam, nu, solver) group of the current grid.
 
+Popularity-weighted unobserved entries: ``--item-weight-exponent`` (beta, several values) and
+``--item-weight-normalization`` (mean_count / unit_mean) are grid axes too.
+
 Example:
     python benchmarks/tune_ials.py --data ../shared/data/gowalla --factors 64 \\
         --objective rendle --unobserved-weight 0.003 0.01 --regularization 0.001 0.01 \\
@@ -49,6 +52,8 @@ def plot_recall_vs_weight(rows, path, title):
         key = (
             f"{row['objective']} d={row['factors']} lam={row['regularization']:g} "
             f"nu={row['reg_exponent']:g} {row['solver']}"
+            f" beta={row.get('item_weight_exponent', 0.0):g}"
+            f" {row.get('item_weight_normalization', 'mean_count')}"
         )
         groups.setdefault(key, []).append((row["unobserved_weight"], row["best_recall"]))
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -80,6 +85,19 @@ def main(argv=None):
     ap.add_argument("--reg-exponent", type=float, nargs="+", default=[1.0])
     ap.add_argument("--confidence-scale", type=float, nargs="+", default=[0.0])
     ap.add_argument("--prior-inflation", type=float, nargs="+", default=[1.0])
+    ap.add_argument(
+        "--item-weight-exponent",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="beta of the popularity weights of the unobserved entries (0: unweighted)",
+    )
+    ap.add_argument(
+        "--item-weight-normalization",
+        nargs="+",
+        default=["mean_count"],
+        help="mean_count: (n_i / mean n)^beta; unit_mean: n_i^beta / mean n^beta",
+    )
     ap.add_argument("--solver", nargs="+", default=["cg"])
     ap.add_argument("--cg-steps", type=int, default=3)
     ap.add_argument(
@@ -88,6 +106,13 @@ def main(argv=None):
         nargs="+",
         default=[None],
         help="initialisation standard deviation (default 0.1 / sqrt(d))",
+    )
+    ap.add_argument(
+        "--seed",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="random_state of the initialisation (an axis: repeats a setting over seeds)",
     )
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--patience", type=int, default=3)
@@ -111,10 +136,10 @@ def main(argv=None):
         flush=True,
     )
     print(
-        "| objective | d | w | lam | nu | alpha | K | solver | init std | best epoch | "
-        "val Recall@20 | last-epoch Recall@20 | s/epoch |"
+        "| objective | d | w | lam | nu | alpha | K | beta | g norm | solver | init std | seed | "
+        "best epoch | val Recall@20 | last-epoch Recall@20 | s/epoch |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("|---" * 16 + "|", flush=True)
     grid = itertools.product(
         args.objective,
         args.factors,
@@ -123,13 +148,23 @@ def main(argv=None):
         args.reg_exponent,
         args.confidence_scale,
         args.prior_inflation,
+        args.item_weight_exponent,
+        args.item_weight_normalization,
         args.solver,
         args.init_std,
+        args.seed,
     )
     rows = []
-    for obj, d, w, lam, nu, alpha, K, solver, init_std in grid:
+    seen_unweighted = set()
+    for obj, d, w, lam, nu, alpha, K, beta, norm, solver, init_std, seed in grid:
         if obj != "hu" and alpha != 0:
             continue
+        if beta == 0:
+            # beta = 0 is the same model under every normalisation: run it once
+            key = (obj, d, w, lam, nu, alpha, K, solver, init_std, seed)
+            if key in seen_unweighted:
+                continue
+            seen_unweighted.add(key)
         row = dict(
             data=Path(args.data).name,
             holdout=args.holdout,
@@ -140,9 +175,12 @@ def main(argv=None):
             reg_exponent=nu,
             confidence_scale=alpha,
             prior_inflation=K,
+            item_weight_exponent=beta,
+            item_weight_normalization=norm,
             solver=solver,
             cg_steps=args.cg_steps,
             init_std=init_std,
+            seed=seed,
             max_epochs=args.epochs,
             patience=args.patience,
         )
@@ -154,15 +192,20 @@ def main(argv=None):
             reg_exponent=nu,
             confidence_scale=alpha if obj == "hu" else 0.0,
             prior_inflation=K,
+            item_weight_exponent=beta,
+            item_weight_normalization=norm,
             solver=solver,
             cg_steps=args.cg_steps,
             init_std=init_std,
             n_epochs=args.epochs,
             early_stopping_rounds=args.patience,
-            random_state=0,
+            random_state=seed,
             n_jobs=args.threads,
         )
-        label = f"| {obj} | {d} | {w} | {lam} | {nu} | {alpha} | {K} | {solver} | {init_std} |"
+        label = (
+            f"| {obj} | {d} | {w} | {lam} | {nu} | {alpha} | {K} | {beta} | {norm} | {solver} "
+            f"| {init_std} | {seed} |"
+        )
         try:
             model.fit(fit_part, validation_data=val)
         except (ValueError, ArithmeticError) as exc:

@@ -16,7 +16,7 @@ from linrec._kernels.als import (
     solve_cg,
     solve_cholesky,
 )
-from linrec.ials import IALS, objective_terms
+from linrec.ials import IALS, item_weights, objective_terms
 from linrec.metrics import evaluate
 
 from conftest import random_interactions
@@ -31,28 +31,50 @@ def _prior(X, K, class_prior):
     return K * n_u / X.shape[1] if class_prior is None else np.asarray(class_prior, float)
 
 
+def popularity_weights(X, p, counts_from=None):
+    """g_i of the unobserved entries, from the training counts (1 without item weighting)."""
+    beta = p.get("item_weight_exponent", 0.0)
+    counts = np.bincount((X if counts_from is None else counts_from).indices, minlength=X.shape[1])
+    counts = counts.astype(float)
+    if beta == 0:
+        return np.ones_like(counts)
+    counted = counts > 0
+    g = np.zeros_like(counts)  # items without training interactions weigh 0
+    if p.get("item_weight_normalization", "mean_count") == "mean_count":
+        g[counted] = (counts[counted] / counts.mean()) ** beta
+        return g
+    g[counted] = counts[counted] ** beta
+    return g / g.mean()
+
+
 def formula_objective(X, P, Q, p):
-    """J(P, Q) straight from the per-pair formulas (loops over users, exact means)."""
+    """J(P, Q) straight from the per-pair formulas (loops over users, exact means).
+
+    With item weights g the unobserved-weight terms are g-weighted: sums over entries weigh
+    y_uj^2 by g_j and the debiased forms' means are means of g_j y_uj^2.
+    """
     Xd = X.toarray()
     pos = Xd > 0
     n_users = Xd.shape[0]
     Y = P @ Q.T
     w = p["unobserved_weight"]
+    g = popularity_weights(X, p)
     total = 0.0
     tau = _prior(X, p.get("prior_inflation", 1.0), p.get("class_prior"))
     for u in range(n_users):
         yp = Y[u, pos[u]]
+        gp = g[pos[u]]
         if p["objective"] == "rendle":
-            total += np.sum((1 - yp) ** 2) + w * np.sum(Y[u] ** 2)
+            total += np.sum((1 - yp) ** 2) + w * np.sum(g * Y[u] ** 2)
         elif p["objective"] == "hu":
             conf = 1 + p.get("confidence_scale", 0.0) * Xd[u, pos[u]]
-            total += np.sum(conf * (1 - yp) ** 2) + w * np.sum(Y[u, ~pos[u]] ** 2)
+            total += np.sum(conf * (1 - yp) ** 2) + w * np.sum(g[~pos[u]] * Y[u, ~pos[u]] ** 2)
         elif p["objective"] == "debiased_chuang":
-            neg = np.mean(Y[u] ** 2) - tau[u] * np.mean(yp**2)
+            neg = np.mean(g * Y[u] ** 2) - tau[u] * np.mean(gp * yp**2)
             for y in yp:
                 total += (1 - y) ** 2 + w / (1 - tau[u]) * neg
         elif p["objective"] == "debiased_pu":
-            neg = np.mean(Y[u] ** 2) - tau[u] * np.mean(yp**2)
+            neg = np.mean(g * Y[u] ** 2) - tau[u] * np.mean(gp * yp**2)
             for y in yp:
                 total += tau[u] * (1 - y) ** 2 + w * neg
     r_u, r_i = reg_scales(X, p)
@@ -69,27 +91,37 @@ def reg_scales(X, p):
     return (n_u + off * X.shape[1]) ** nu, (n_i + off * X.shape[0]) ** nu
 
 
-def dense_coefficients(X, p):
-    """J = sum_uj M_uj y_uj^2 - 2 L_uj y_uj + sum L + reg: M, L read off the formulas."""
+def dense_coefficients(X, p, counts_from=None):
+    """J = sum_uj M_uj y_uj^2 - 2 L_uj y_uj + sum L + reg: M, L read off the formulas.
+
+    The item weights g (``counts_from``: the matrix whose counts define them, default X)
+    multiply every term that carries the unobserved weight, so the whole weight matrix M is
+    materialised here.
+    """
     Xd = X.toarray()
     pos = (Xd > 0).astype(float)
     n = Xd.shape[1]
     n_u = pos.sum(1)
     w = p["unobserved_weight"]
+    g = popularity_weights(X, p, counts_from)[None, :]
     tau = _prior(X, p.get("prior_inflation", 1.0), p.get("class_prior"))
     if p["objective"] == "rendle":
-        M = pos + w
+        M = pos + w * g
         L = pos
     elif p["objective"] == "hu":
         conf = 1 + p.get("confidence_scale", 0.0) * Xd
-        M = pos * conf + w * (1 - pos)
+        M = pos * conf + w * g * (1 - pos)
         L = pos * conf
     elif p["objective"] == "debiased_chuang":
-        # n_u pairs each add w/(1-tau) (1/n sum_j y^2 - tau/n_u sum_k y_k^2)
-        M = pos + (n_u * w / ((1 - tau) * n))[:, None] - pos * (w * tau / (1 - tau))[:, None]
+        # n_u pairs each add w/(1-tau) (1/n sum_j g_j y^2 - tau/n_u sum_k g_k y_k^2)
+        M = (
+            pos
+            + (n_u * w / ((1 - tau) * n))[:, None] * g
+            - pos * (w * tau / (1 - tau))[:, None] * g
+        )
         L = pos
     else:
-        M = pos * tau[:, None] + (n_u * w / n)[:, None] - pos * (w * tau)[:, None]
+        M = pos * tau[:, None] + (n_u * w / n)[:, None] * g - pos * (w * tau)[:, None] * g
         L = pos * tau[:, None]
     return M, L
 
@@ -516,6 +548,208 @@ def test_ill_posed_settings_raise_clear_errors(rng):
             n_factors=4,
             regularization=1e-3,
         ).fit(X * 3)
+
+
+# ------------------------------------------------------------ popularity-weighted unobserved
+# item_weight_exponent (beta) != 0: the unobserved entry (u, i) weighs C_u g_i. The reference
+# above materialises the whole weight matrix M with g; the estimator uses the weighted Gram.
+ITEM_WEIGHTED_PARAMS = [
+    dict(p, item_weight_exponent=beta, item_weight_normalization=norm)
+    for p, beta, norm in [
+        (OBJECTIVE_PARAMS[1], 0.5, "mean_count"),
+        (OBJECTIVE_PARAMS[0], -0.75, "unit_mean"),
+        (OBJECTIVE_PARAMS[2], 0.8, "unit_mean"),
+        (NEGATIVE_EXTRA, 1.0, "mean_count"),
+        (OBJECTIVE_PARAMS[4], -0.5, "mean_count"),
+        (OBJECTIVE_PARAMS[5], 0.6, "unit_mean"),
+    ]
+]
+
+
+def _item_id(p):
+    return f"{p['objective']}-{p['item_weight_exponent']}-{p['item_weight_normalization']}"
+
+
+def _every_item_counted(rng, n_users=40, n_items=30):
+    # beta < 0 needs a training interaction on every item: add one per empty column
+    X = _counts(rng, n_users, n_items).tolil()
+    for i in np.flatnonzero(np.asarray((X != 0).sum(0)).ravel() == 0):
+        X[int(rng.integers(n_users)), i] = 1.0
+    return X.tocsr()
+
+
+@pytest.mark.parametrize("params", ITEM_WEIGHTED_PARAMS, ids=_item_id)
+def test_item_weighted_coefficients_match_formula_objective(rng, params):
+    X = _every_item_counted(rng)
+    P = rng.standard_normal((X.shape[0], 4))
+    Q = rng.standard_normal((X.shape[1], 4))
+    assert np.ptp(popularity_weights(X, params)) > 0.5  # the weights really vary
+    assert coefficient_objective(X, P, Q, params) == pytest.approx(
+        formula_objective(X, P, Q, params), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize("params", ITEM_WEIGHTED_PARAMS, ids=_item_id)
+def test_item_weighted_cholesky_iterates_equal_dense_reference(rng, params):
+    X = _every_item_counted(rng)
+    model, iterates, (P0, Q0) = _fit_with_iterates(X, params)
+    np.testing.assert_allclose(model.item_weights_, popularity_weights(X, params), rtol=1e-14)
+    ref = reference_als(X, P0, Q0, params, 3)
+    for (P, Q), (Pr, Qr), obj in zip(iterates, ref, model.objective_):
+        np.testing.assert_allclose(P, Pr, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(Q, Qr, rtol=0, atol=1e-10)
+        # the reported (weighted Gram trick) objective equals the dense float64 evaluation
+        assert obj == pytest.approx(coefficient_objective(X, P, Q, params), rel=1e-10)
+    assert np.all(np.diff(model.objective_) <= 1e-12 * abs(model.objective_[0]))
+    np.testing.assert_allclose(model.transform(X), model.user_factors_, atol=1e-12)
+
+
+@pytest.mark.parametrize("params", ITEM_WEIGHTED_PARAMS[::3], ids=_item_id)
+def test_item_weighted_cg_and_block_converge_to_cholesky(rng, params):
+    X = _every_item_counted(rng)
+    exact, _, _ = _fit_with_iterates(X, params, n_epochs=2)
+    cg_err, block_err = [], []
+    for steps in (1, 3, 12):
+        cg, _, _ = _fit_with_iterates(X, params, solver="cg", n_epochs=2, cg_steps=steps)
+        cg_err.append(np.abs(cg.item_factors_ - exact.item_factors_).max())
+    for sweeps in (1, 5, 300):
+        block, _, _ = _fit_with_iterates(
+            X, params, solver="ialspp", n_epochs=2, block_size=2, block_sweeps=sweeps
+        )
+        block_err.append(np.abs(block.item_factors_ - exact.item_factors_).max())
+    assert cg_err[0] > cg_err[1] > cg_err[2] and cg_err[2] < 1e-9, cg_err
+    assert block_err[0] > block_err[1] > block_err[2] and block_err[2] < 1e-7, block_err
+
+
+def test_item_weighted_transform_folds_in_new_users(rng):
+    X = _every_item_counted(rng, 80, 50)
+    params = dict(
+        objective="debiased_chuang",
+        unobserved_weight=0.5,
+        regularization=0.1,
+        item_weight_exponent=0.7,
+    )
+    model = IALS(n_factors=6, n_epochs=3, random_state=0, dtype="float64", **params).fit(X)
+    new = random_interactions(np.random.default_rng(5), 7, 50)
+    P = model.transform(new)
+    # the new users' unobserved entries keep the training popularity weights
+    M, L = dense_coefficients(new, params, counts_from=X)
+    Q = model.item_factors_
+    for u in range(new.shape[0]):
+        A = Q.T @ (M[u][:, None] * Q) + 0.1 * np.eye(6)
+        np.testing.assert_allclose(P[u], np.linalg.solve(A, Q.T @ L[u]), atol=1e-10)
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg", "ialspp"])
+def test_item_weighted_float32_objective_and_save_load(rng, tmp_path, solver):
+    X = _every_item_counted(rng, 60, 40)
+    params = dict(
+        objective="rendle", unobserved_weight=0.2, regularization=0.05, item_weight_exponent=0.5
+    )
+    kw = dict(n_factors=5, n_epochs=3, solver=solver, block_size=2, random_state=0, n_jobs=2)
+    seen = []
+    m32 = IALS(**kw, **params).fit(
+        X, callback=lambda m, e: seen.append((m.user_factors_.copy(), m.item_factors_.copy()))
+    )
+    m64 = IALS(**kw, **params, dtype="float64").fit(X)
+    assert m32.item_weights_.dtype == np.float32
+    np.testing.assert_allclose(m32.item_factors_, m64.item_factors_, atol=1e-4)
+    # the reported objective of the float32 factors equals the dense float64 evaluation (up
+    # to the float32 rounding of the weights g)
+    for (P, Q), obj in zip(seen, m32.objective_):
+        dense = coefficient_objective(X, P.astype(np.float64), Q.astype(np.float64), params)
+        assert obj == pytest.approx(dense, rel=1e-6)
+    path = tmp_path / "m.npz"
+    m32.save(path)
+    loaded = IALS.load(path)
+    np.testing.assert_array_equal(loaded.item_weights_, m32.item_weights_)
+    np.testing.assert_array_equal(loaded.predict(X[:6]), m32.predict(X[:6]))
+    assert IALS(**kw, **params).fit(X).objective_ == m32.objective_  # deterministic
+
+
+@pytest.mark.parametrize(
+    ("solver", "objective"),
+    [("cholesky", "hu"), ("cg", "rendle"), ("ialspp", "debiased_pu")],
+)
+def test_item_weight_exponent_zero_is_the_unweighted_estimator(rng, solver, objective):
+    X = _counts(rng)
+    kw = dict(
+        n_factors=5,
+        n_epochs=2,
+        solver=solver,
+        block_size=2,
+        objective=objective,
+        unobserved_weight=0.4,
+        regularization=0.05,
+        random_state=0,
+        n_jobs=2,
+    )
+    base = IALS(**kw).fit(X)
+    for norm in ("mean_count", "unit_mean"):
+        zero = IALS(**kw, item_weight_exponent=0.0, item_weight_normalization=norm).fit(X)
+        np.testing.assert_array_equal(zero.item_weights_, np.ones(X.shape[1], np.float32))
+        np.testing.assert_array_equal(zero.item_factors_, base.item_factors_)
+        np.testing.assert_array_equal(zero.user_factors_, base.user_factors_)
+        assert zero.objective_ == base.objective_
+        np.testing.assert_array_equal(zero.transform(X[:5]), base.transform(X[:5]))
+    # and a non-zero exponent really changes the fit
+    other = IALS(**kw, item_weight_exponent=0.5).fit(X)
+    assert np.abs(other.item_factors_ - base.item_factors_).max() > 1e-3
+
+
+def test_item_weight_kernels_take_weighted_gram(rng):
+    # kernel level: the user half-step's system is C_u sum_i g_i q_i q_i^T + ..., i.e. the
+    # same kernels with the g-weighted Gram matrix; item rows with their own weights g_i
+    _, args, P0, bounds = _system(rng, OBJECTIVE_PARAMS[4], d=8)
+    indptr, indices, extra, rhs, c, reg, _, Q = args
+    g = rng.uniform(0.2, 3.0, size=Q.shape[0])
+    gram = np.ascontiguousarray((Q * g[:, None]).T @ Q)
+    row_weight = c * rng.uniform(0.5, 2.0, size=c.shape[0])
+    args = (indptr, indices, extra, rhs, row_weight, reg, gram, Q)
+    status = np.zeros(P0.shape[0], np.int8)
+    exact = P0.copy()
+    solve_cholesky(*args, exact, bounds, status)
+    assert not status.any()
+    for u in range(exact.shape[0]):
+        sl = slice(indptr[u], indptr[u + 1])
+        Qu = Q[indices[sl]]
+        A = row_weight[u] * (Q.T @ (g[:, None] * Q)) + Qu.T @ (extra[sl][:, None] * Qu)
+        A += reg[u] * np.eye(8)
+        np.testing.assert_allclose(exact[u], np.linalg.solve(A, Qu.T @ rhs[sl]), atol=1e-11)
+    P = P0.copy()
+    solve_cg(*args, P, bounds, 40, 20, status)
+    np.testing.assert_allclose(P, exact, atol=1e-9)
+    P = P0.copy()
+    solve_block(*args, P, bounds, 8, 1, 20, status)
+    np.testing.assert_allclose(P, exact, atol=1e-11)
+
+
+def test_item_weight_bad_values_raise(rng):
+    X = random_interactions(rng, 30, 12)
+    X = X[:, np.flatnonzero(np.diff(X.tocsc().indptr) > 0)]  # every item has a count
+    with_empty = sp.hstack([X, sp.csr_matrix((X.shape[0], 1))]).tocsr()
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ValueError, match="item_weight_exponent must be finite"):
+            IALS(n_factors=3, item_weight_exponent=bad).fit(X)
+    with pytest.raises(TypeError, match="item_weight_exponent must be a real number"):
+        IALS(n_factors=3, item_weight_exponent="0.5").fit(X)
+    with pytest.raises(ValueError, match="item_weight_normalization must be one of"):
+        IALS(n_factors=3, item_weight_exponent=0.5, item_weight_normalization="sum").fit(X)
+    with pytest.raises(ValueError, match="overflow"):
+        IALS(n_factors=3, item_weight_exponent=1e4).fit(X * 1.0)
+    with pytest.raises(ValueError, match="at least one item with training interactions"):
+        item_weights(np.zeros(4), 0.5)
+    # an item without interactions gets weight 0 for either sign of beta (finite, and its
+    # factor is zero whatever its weight); the other items' weights follow the formula
+    for beta in (0.5, -0.5):
+        model = IALS(n_factors=3, n_epochs=2, item_weight_exponent=beta, random_state=0)
+        model.fit(with_empty)
+        counts = np.bincount(with_empty.indices, minlength=with_empty.shape[1])
+        assert model.item_weights_[-1] == 0 and np.all(model.item_factors_[-1] == 0)
+        np.testing.assert_allclose(
+            model.item_weights_[:-1], (counts[:-1] / counts.mean()) ** beta, rtol=1e-6
+        )
+        assert np.isfinite(model.objective_).all()
 
 
 class TestIALSContract(RecommenderContract):
