@@ -118,12 +118,12 @@ def test_bad_arguments(tmp_path):
 def test_overrides_reach_the_model(tmp_path):
     out = tmp_path / "out"
     args = _args(out, "--losses", "bpr", "--grid", "none", "--epochs", "1", "--set", "l2=0.5")
-    args.set.append("negative_sharing=batch")
+    args.set.append("negative_sharing=pair")
     assert run(args) == 0
     params = json.loads((out / "results.json").read_text())["results"]
     (synthetic,) = params.values()
     assert synthetic["bpr"]["params"]["l2"] == 0.5
-    assert synthetic["bpr"]["params"]["negative_sharing"] == "batch"
+    assert synthetic["bpr"]["params"]["negative_sharing"] == "pair"
 
 
 def test_linrec_reproduce_command(tmp_path, capsys):
