@@ -6,7 +6,7 @@ up to 1,000). This script runs one loss over a grid (the product of every ``--gr
 for up to ``--epochs`` epochs each, scoring validation Recall@20 after every epoch (the same
 split as ``linrec reproduce``: a random ``--validation-share`` of each user's training
 items, seed ``--seed``); a run stops after ``--patience`` epochs without improvement, or,
-with ``--set plateau_decays=K``, first decays its step size K times (reduce-on-plateau).
+with ``--plateau-decays K``, first decays its step size K times (reduce-on-plateau).
 The test file is read only with ``--test``, once, for the best grid point, trained on all
 of train for its best epoch count with the same step-size schedule.
 
@@ -35,28 +35,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from linrec.datasets import load_lightgcn
 from linrec.metrics import evaluate
 from linrec.mf import MF
-from linrec.reproduce import _base_settings, curve_users, parse_overrides, split_validation
+from linrec.reproduce import (
+    _base_settings,
+    curve_users,
+    parse_overrides,
+    split_validation,
+    validated_run,
+)
 
 
 def run_point(loss, params, rest, val, args):
-    """Train one grid point with validation after every epoch.
-
-    Returns ``(best validation Recall@20, best epoch count, step-size milestones up to it,
-    curve, seconds)``.
-    """
-    model = MF(
-        loss,
-        n_epochs=args.epochs,
-        random_state=args.seed,
-        n_jobs=args.n_jobs,
-        early_stopping_patience=args.patience,
-        **params,
-    )
+    """Train one grid point; returns ``(best validation Recall@20, epochs, milestones,
+    curve, seconds)``."""
     t0 = time.perf_counter()
-    model.fit(rest, validation_data=val)
+    model, epochs, milestones = validated_run(loss, params, rest, val, args)
     seconds = time.perf_counter() - t0
-    epochs = model.best_epoch_ + 1
-    milestones = [m for m in model.learning_rate_milestones_ if m < epochs]
     return max(model.validation_scores_), epochs, milestones, model.validation_scores_, seconds
 
 
@@ -70,6 +63,9 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--patience", type=int, default=5, help="epochs without improvement")
+    parser.add_argument(
+        "--plateau-decays", type=int, default=0, help="step-size decays before stopping"
+    )
     parser.add_argument("--validation-share", type=float, default=0.2)
     parser.add_argument(
         "--val-users", type=int, default=None, help="score a fixed sample of validation users"

@@ -235,6 +235,27 @@ def parse_overrides(pairs: list[str] | None) -> dict:
     return out
 
 
+def validated_run(loss, params, rest, val, args):
+    """Train ``params`` on ``rest`` with validation Recall@20 on ``val`` after every epoch.
+
+    Early stopping after ``args.patience`` epochs without improvement, with up to
+    ``args.plateau_decays`` step-size decays first. Returns ``(model, epochs, milestones)``:
+    the best epoch count and the step-size milestones that came before it (what a refit
+    must replay).
+    """
+    model = MF(
+        loss,
+        n_epochs=args.epochs,
+        random_state=args.seed,
+        n_jobs=args.n_jobs,
+        early_stopping_patience=args.patience,
+        plateau_decays=args.plateau_decays,
+        **params,
+    ).fit(rest, validation_data=val)
+    epochs = model.best_epoch_ + 1
+    return model, epochs, [m for m in model.learning_rate_milestones_ if m < epochs]
+
+
 def tune(loss, base, train, args, log, name=""):
     """Grid search on a validation split carved from ``train``.
 
@@ -249,18 +270,8 @@ def tune(loss, base, train, args, log, name=""):
     best, chosen, best_epochs, trials = -np.inf, dict(base), args.epochs, []
     for point in points:
         params = {**base, **point}
-        model = MF(
-            loss,
-            n_epochs=args.epochs,
-            random_state=args.seed,
-            n_jobs=args.n_jobs,
-            early_stopping_patience=args.patience,
-            plateau_decays=args.plateau_decays,
-            **params,
-        ).fit(rest, validation_data=val)
+        model, epochs, milestones = validated_run(loss, params, rest, val, args)
         score = max(model.validation_scores_)
-        epochs = model.best_epoch_ + 1
-        milestones = [m for m in model.learning_rate_milestones_ if m < epochs]
         trials.append(
             {
                 "params": point,
