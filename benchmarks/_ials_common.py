@@ -12,6 +12,7 @@ import scipy.sparse as sp
 
 from linrec._kernels.topk import hit_matrix, topk_rows
 from linrec._threading import blas_threads, numba_threads
+from linrec.reproduce import curve_users
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -69,7 +70,7 @@ def validation_split(train, fraction=0.2, seed=0):
     return fit, val
 
 
-def tail_validation_split(folder, fraction=0.2):
+def tail_validation_split(folder, shape, fraction=0.2):
     """Hold out the last ``fraction`` of each user's items in the order of ``train.txt``.
 
     Gowalla's train file keeps each user's original (unsorted) item order, and its test file
@@ -77,10 +78,10 @@ def tail_validation_split(folder, fraction=0.2):
     popularity 91 against 76 for a random holdout, 82 for this one). On 8 fixed settings
     this holdout ranked them closer to the test file than a random one; see RESULTS.md
     ("Tuning round 2"). Yelp2018's lines are sorted by item id, so there the tail is an
-    arbitrary, id-biased subset: use :func:`validation_split` for it.
+    arbitrary, id-biased subset: use :func:`validation_split` for it. ``shape`` is the
+    shape of the loaded train matrix (the file is re-read here for its line order only).
     """
     fit_rows, fit_cols, val_rows, val_cols = [], [], [], []
-    shape = load_lightgcn(folder)[0].shape
     with open(Path(folder) / "train.txt") as fh:
         for line in fh:
             parts = line.split()
@@ -112,18 +113,12 @@ def tuning_split(folder, holdout="random", val_users=8000, seed=1):
     if holdout == "random":
         fit_part, val = validation_split(train, 0.2, seed=0)
     elif holdout == "tail":
-        fit_part, val = tail_validation_split(folder, 0.2)
+        fit_part, val = tail_validation_split(folder, train.shape, 0.2)
     else:
         raise ValueError(f"holdout must be 'random' or 'tail', got {holdout!r}")
     keep = np.diff(fit_part.indptr) > 0
     fit_part, val = fit_part[keep], val[keep]
-    users = np.flatnonzero(np.diff(val.indptr) > 0)
-    rng = np.random.default_rng(seed)
-    sample = np.zeros(val.shape[0], bool)
-    sample[rng.choice(users, min(val_users, users.size), replace=False)] = True
-    val = val.multiply(sample[:, None]).tocsr()
-    val.eliminate_zeros()  # the product keeps the unsampled users' entries as stored zeros
-    return fit_part, val, train
+    return fit_part, curve_users(val, val_users, seed), train
 
 
 def recall_ndcg(P, Q, train, test, k=20, n_jobs=2, batch=2048):

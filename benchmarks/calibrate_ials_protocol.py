@@ -45,7 +45,7 @@ def main(argv=None):
     train, test = load_lightgcn(args.data)
     splits = {
         "random": validation_split(train, 0.2, seed=0),
-        "tail": tail_validation_split(args.data, 0.2),
+        "tail": tail_validation_split(args.data, train.shape, 0.2),
         "test": (train, test),
     }
     print("| w | lam | nu | random val R@20 (epoch) | tail val R@20 (epoch) | test R@20 (epoch) |")
