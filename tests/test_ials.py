@@ -280,9 +280,8 @@ def _row_objective(args, P):
     return np.asarray(vals)
 
 
-@pytest.mark.parametrize("params", OBJECTIVE_PARAMS[::2], ids=lambda p: p["objective"])
-def test_cholesky_kernel_solves_normal_equations(rng, params):
-    _, args, P0, bounds = _system(rng, params)
+def _assert_cholesky_solves_each_row(args, P0, bounds):
+    """The Cholesky kernel's rows equal numpy.linalg.solve of each row's normal equations."""
     indptr, indices, extra, rhs, c, reg, gram, Q = args
     P = P0.copy()
     status = np.zeros(P.shape[0], np.int8)
@@ -293,6 +292,12 @@ def test_cholesky_kernel_solves_normal_equations(rng, params):
         Qu = Q[indices[sl]]
         A = c[u] * gram + Qu.T @ (extra[sl][:, None] * Qu) + reg[u] * np.eye(Q.shape[1])
         np.testing.assert_allclose(P[u], np.linalg.solve(A, Qu.T @ rhs[sl]), atol=1e-11)
+
+
+@pytest.mark.parametrize("params", OBJECTIVE_PARAMS[::2], ids=lambda p: p["objective"])
+def test_cholesky_kernel_solves_normal_equations(rng, params):
+    _, args, P0, bounds = _system(rng, params)
+    _assert_cholesky_solves_each_row(args, P0, bounds)
 
 
 # Every path of the exact kernel: the n_u x n_u (Woodbury) form needs n_u < d and e >= 0; d = 3
@@ -325,7 +330,7 @@ NEGATIVE_EXTRA = dict(
 )
 def test_cholesky_kernel_paths_match_numpy_solve(rng, params, d, density):
     _, args, P0, bounds = _system(rng, params, d=d, density=density)
-    indptr, indices, extra, rhs, c, reg, gram, Q = args
+    indptr, extra = args[0], args[2]
     if params is NEGATIVE_EXTRA:
         assert extra.min() < 0
     n_u = np.diff(indptr)
@@ -333,15 +338,7 @@ def test_cholesky_kernel_paths_match_numpy_solve(rng, params, d, density):
         assert n_u.max() < d  # every row takes the n_u x n_u form (if e >= 0)
     if density == 0.9:
         assert n_u.min() >= 16  # every direct row is built by gemm (_GEMM_MIN_ENTRIES)
-    P = P0.copy()
-    status = np.zeros(P.shape[0], np.int8)
-    solve_cholesky(*args, P, bounds, status)
-    assert not status.any()
-    for u in range(P.shape[0]):
-        sl = slice(indptr[u], indptr[u + 1])
-        Qu = Q[indices[sl]]
-        A = c[u] * gram + Qu.T @ (extra[sl][:, None] * Qu) + reg[u] * np.eye(d)
-        np.testing.assert_allclose(P[u], np.linalg.solve(A, Qu.T @ rhs[sl]), atol=1e-11)
+    _assert_cholesky_solves_each_row(args, P0, bounds)
 
 
 def reference_cg(A, b, x, n_steps):
