@@ -1,6 +1,6 @@
-"""Helpers shared by the iALS benchmark scripts: data loading, validation split, metrics.
+"""Validation splits shared by the iALS tuning scripts (the test file is never read here).
 
-Kept local to benchmarks/ until linrec.datasets / linrec.metrics are available on main.
+The recorded tuning runs of benchmarks/RESULTS.md depend on these exact splits and seeds.
 """
 
 from __future__ import annotations
@@ -10,38 +10,11 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from linrec._kernels.topk import hit_matrix, topk_rows
-from linrec._threading import blas_threads, numba_threads
+from linrec.datasets import load_lightgcn
 from linrec.reproduce import curve_users
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-
-
-def _read_lightgcn(path: Path):
-    rows, cols = [], []
-    with open(path) as fh:
-        for line in fh:
-            parts = line.split()
-            if len(parts) < 2:
-                continue
-            items = np.asarray(parts[1:], dtype=np.int64)
-            rows.append(np.full(items.size, int(parts[0]), dtype=np.int64))
-            cols.append(items)
-    return np.concatenate(rows), np.concatenate(cols)
-
-
-def load_lightgcn(folder):
-    """(train, test) CSR matrices of a LightGCN-format folder (train.txt, test.txt)."""
-    folder = Path(folder)
-    r_tr, c_tr = _read_lightgcn(folder / "train.txt")
-    r_te, c_te = _read_lightgcn(folder / "test.txt")
-    shape = (int(max(r_tr.max(), r_te.max())) + 1, int(max(c_tr.max(), c_te.max())) + 1)
-    train = sp.csr_matrix((np.ones(r_tr.size, np.float32), (r_tr, c_tr)), shape=shape)
-    test = sp.csr_matrix((np.ones(r_te.size, np.float32), (r_te, c_te)), shape=shape)
-    train.data[:] = 1
-    test.data[:] = 1
-    return train, test
 
 
 def validation_split(train, fraction=0.2, seed=0):
@@ -119,25 +92,3 @@ def tuning_split(folder, holdout="random", val_users=8000, seed=1):
     keep = np.diff(fit_part.indptr) > 0
     fit_part, val = fit_part[keep], val[keep]
     return fit_part, curve_users(val, val_users, seed), train
-
-
-def recall_ndcg(P, Q, train, test, k=20, n_jobs=2, batch=2048):
-    """LightGCN protocol: rank all items (training items excluded); Recall@k = hits/|test|,
-    NDCG@k with binary gains and IDCG over min(k, |test|); mean over users with test items."""
-    users = np.flatnonzero(np.diff(test.indptr) > 0)
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    ideal = np.cumsum(discounts)
-    recall = ndcg = 0.0
-    for start in range(0, users.size, batch):
-        rows = users[start : start + batch]
-        with blas_threads(n_jobs):
-            scores = np.asarray(P[rows], dtype=np.float32) @ np.asarray(Q, np.float32).T
-        tr = train[rows]
-        te = test[rows]
-        with numba_threads(n_jobs):
-            top, _ = topk_rows(scores, k, tr.indptr, tr.indices, np.ones(1, np.bool_), False)
-            hits = hit_matrix(top, te.indptr, te.indices).astype(np.float64)
-        n_test = np.diff(te.indptr)
-        recall += float(np.sum(hits.sum(1) / n_test))
-        ndcg += float(np.sum((hits @ discounts) / ideal[np.minimum(n_test, k) - 1]))
-    return recall / users.size, ndcg / users.size

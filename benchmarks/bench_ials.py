@@ -28,11 +28,12 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _ials_common import SHARED_DATA, load_lightgcn, recall_ndcg
+from _ials_common import SHARED_DATA
 
 from linrec._memory import PeakMemory
-from linrec.datasets import make_implicit_split
+from linrec.datasets import load_lightgcn, make_implicit_split
 from linrec.ials import IALS
+from linrec.metrics import FactorScores, evaluate
 
 # Settings chosen on a validation split of the training file (benchmarks/tune_ials.py; see
 # RESULTS.md). implicit: alpha tuned as PITFALLS.md says (its default alpha = 1 gives
@@ -123,6 +124,14 @@ def run_implicit(train, params, d, use_cg, epochs, threads, cg_steps):
         model.fit(train, show_progress=False, callback=lambda it, el, loss: times.append(el))
         total = time.perf_counter() - t0
     return model.user_factors, model.item_factors, times, mem.increase, total
+
+
+def recall_ndcg(P, Q, train, test, n_jobs):
+    """Recall@20 and NDCG@20 of the factors (LightGCN protocol, linrec.metrics.evaluate)."""
+    res = evaluate(
+        FactorScores(P, Q), train, test, k=(20,), metrics=("recall", "ndcg"), n_jobs=n_jobs
+    )
+    return res.mean("recall", 20), res.mean("ndcg", 20)
 
 
 def _load():

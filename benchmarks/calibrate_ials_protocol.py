@@ -24,8 +24,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _ials_common import load_lightgcn, tail_validation_split, validation_split
+from _ials_common import tail_validation_split, validation_split
 
+from linrec.datasets import load_lightgcn
 from linrec.ials import IALS
 
 

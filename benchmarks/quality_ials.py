@@ -22,8 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _ials_common import load_lightgcn, tuning_split
+from _ials_common import tuning_split
 
+from linrec.datasets import load_lightgcn
 from linrec.ials import IALS
 from linrec.metrics import evaluate
 
