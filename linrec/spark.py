@@ -10,7 +10,9 @@ How the work is split (one Spark job per half-step):
 - The interactions are deduplicated (weights summed, as the canonical CSR matrix does), the
   ids are mapped to 0-based indices in sorted id order (the order a single-machine fit on the
   matching CSR matrix uses), and every interaction's objective weights are computed once by
-  :func:`linrec.ials.objective_terms` on whole user rows.
+  :func:`linrec.ials.objective_terms` on whole user rows. With popularity-weighted unobserved
+  entries (``item_weight_exponent != 0``) the item weights g come from the items' training
+  counts, which the driver collects with the item ids.
 - The interactions are packed twice into ``n_blocks`` cached blocks: user block ``b`` holds
   the rows ``u = b, b + B, b + 2B, ...`` as a CSR matrix, item block ``b`` likewise for the
   items (the transposed matrix).
@@ -41,7 +43,7 @@ from sklearn.base import BaseEstimator, clone
 from linrec._kernels.als import chunk_bounds, data_term, solve_rows
 from linrec._threading import numba_threads
 from linrec._validation import check_random_state_seed
-from linrec.ials import IALS, regularization_scale
+from linrec.ials import IALS, item_weights, regularization_scale
 
 __all__ = ["SparkIALS", "fit_spark", "local_session"]
 
@@ -146,7 +148,13 @@ def _pack_block(block, key, other, n_rows, n_blocks, entries, config):
         row_weight = entries["c"][order][indptr[:-1]].astype(dtype)
         n_other = config["n_items"]
     else:
-        row_weight = np.ones(rows.size, dtype=dtype)
+        # Item i's unobserved entries weigh C_u g_i: g_i is the item row's own weight (the
+        # C_u are in the Gram matrix of the item half-step); 1 without item weighting.
+        weights = config["item_weights"]
+        if weights is None:
+            row_weight = np.ones(rows.size, dtype=dtype)
+        else:
+            row_weight = weights.value[rows]
         n_other = config["n_users"]
     reg = (
         config["regularization"]
@@ -161,6 +169,36 @@ def _pack_block(block, key, other, n_rows, n_blocks, entries, config):
         "row_weight": row_weight,
         "reg": reg,
     }
+
+
+def _first_negative_entry(arrays, config):
+    """(user, weight) of a user block's first observed entry with a negative weight, or None.
+
+    The total weight of an observed entry's squared score is C_u g_i + E_ui, computed in the
+    fit dtype as :class:`~linrec.ials.IALS` computes it; "first" is in (user, item) order.
+    """
+    indptr = arrays["indptr"]
+    row_of_entry = np.repeat(np.arange(arrays["rows"].size), np.diff(indptr))
+    observed = arrays["row_weight"][row_of_entry]
+    weights = config["item_weights"]
+    if weights is not None:
+        observed = observed * weights.value[arrays["indices"]]
+    observed = observed + arrays["extra"]
+    negative = np.flatnonzero(observed < 0)
+    if negative.size == 0:
+        return None
+    first = int(negative[0])
+    return int(arrays["rows"][row_of_entry[first]]), float(observed[first])
+
+
+def _negative_weight_error(objective, user, weight):
+    # The message of IALS.fit for the same condition.
+    return ValueError(
+        f"objective {objective!r} with these settings gives observed entries a "
+        f"negative weight ({weight:.4g} at user {user}): the objective "
+        "is unbounded below; lower prior_inflation, unobserved_weight or "
+        "item_weight_exponent"
+    )
 
 
 def _pack_task(pdf, key, other, n_rows, n_blocks, config):
@@ -206,9 +244,12 @@ def _solve_task(block_id, arrays, own, other, gram, config, solver, with_objecti
             # _objective restricted to these rows (float64, Gram trick).
             F64 = F.astype(np.float64)
             Q64 = other.astype(np.float64)
-            all_entries = np.einsum(
-                "u,ud,ud->", row_weight.astype(np.float64), F64 @ (Q64.T @ Q64), F64
-            )
+            weights = config["item_weights"]
+            if weights is None:
+                gram64 = Q64.T @ Q64
+            else:  # the item-weighted Gram matrix sum_i g_i q_i q_i^T
+                gram64 = (Q64 * weights.value.astype(np.float64)[:, None]).T @ Q64
+            all_entries = np.einsum("u,ud,ud->", row_weight.astype(np.float64), F64 @ gram64, F64)
             observed = data_term(indptr, indices, extra, rhs, F, other, bounds)
             objective = float(all_entries) + float(observed)
             objective += float(np.dot(reg.astype(np.float64), np.einsum("ud,ud->u", F64, F64)))
@@ -232,7 +273,8 @@ def _solve_task(block_id, arrays, own, other, gram, config, solver, with_objecti
                 max_row=max_row,
             )
         # This block's share of the Gram matrix the other side's next half-step needs:
-        # sum_u C_u p_u p_u^T for users, sum_i q_i q_i^T for items (row_weight is 1).
+        # sum_u C_u p_u p_u^T for users, sum_i g_i q_i q_i^T for items (row_weight is g_i,
+        # 1 without item weighting).
         F64 = F.astype(np.float64)
         gram_share = (F64 * row_weight.astype(np.float64)[:, None]).T @ F64
         reg_share = float(np.dot(reg.astype(np.float64), np.einsum("ud,ud->u", F64, F64)))
@@ -342,7 +384,10 @@ class SparkIALS(BaseEstimator):
 
     # ------------------------------------------------------------------ input
     def _prepare(self, df, item_ids):
-        """Validate and deduplicate the rows; returns (entries, user ids, item ids, nnz)."""
+        """Validate and deduplicate the rows.
+
+        Returns (entries, user ids, item ids, training interactions per item id, nnz).
+        """
         from pyspark.sql import DataFrame
         from pyspark.sql import functions as F
 
@@ -401,13 +446,16 @@ class SparkIALS(BaseEstimator):
         per_user = entries.groupBy("u").count().collect()
         users = _as_id_array([r[0] for r in per_user], user_kind)
         nnz = int(sum(r[1] for r in per_user))
-        data_items = _as_id_array(
-            [r[0] for r in entries.select("i").distinct().collect()], item_kind
-        )
+        # The item counts n_i (of the item weights g_i) come with the distinct item ids.
+        per_item = entries.groupBy("i").count().collect()
+        data_items = _as_id_array([r[0] for r in per_item], item_kind)
+        data_counts = np.array([r[1] for r in per_item], dtype=np.int64)
         if users.size == 0:
             raise ValueError("every weight is zero: no interaction to fit")
         users.sort()
-        data_items.sort()
+        order = np.argsort(data_items)
+        data_items = data_items[order]
+        data_counts = data_counts[order]
         if item_ids is None:
             items = data_items
         else:
@@ -418,7 +466,9 @@ class SparkIALS(BaseEstimator):
                     f"{missing.size} item id(s) of the data are not in item_ids "
                     f"(first: {missing[0]!r})"
                 )
-        return entries, users, items, nnz
+        item_counts = np.zeros(items.size, dtype=np.int64)
+        item_counts[np.searchsorted(items, data_items)] = data_counts
+        return entries, users, items, item_counts, nnz
 
     # ------------------------------------------------------------------ fit
     def fit(self, df, *, item_ids=None, initial_factors=None):
@@ -466,7 +516,7 @@ class SparkIALS(BaseEstimator):
         t_setup = time.perf_counter()
         spark = df.sparkSession
         sc = spark.sparkContext
-        entries, users, items, nnz = self._prepare(df, item_ids)
+        entries, users, items, item_counts, nnz = self._prepare(df, item_ids)
         logger.info(
             "checked and indexed %d interactions of %d users and %d items: %.1f s",
             nnz,
@@ -482,9 +532,17 @@ class SparkIALS(BaseEstimator):
         if n_blocks is None:
             n_blocks = max(sc.defaultParallelism, -(-nnz // _ENTRIES_PER_BLOCK))
         n_blocks = int(n_blocks)
+        # As IALS.fit: g from the training counts, in the fit dtype, set before the terms
+        # (model._terms reads it; the terms tasks get the model with it).
+        model.item_weights_ = item_weights(
+            item_counts, model.item_weight_exponent, model.item_weight_normalization
+        ).astype(dtype)
+        weighted = model._item_weighting()
 
         bc_users = sc.broadcast(users)
         bc_items = sc.broadcast(items)
+        # None keeps beta = 0 on the unweighted code path (bit-identical to no item weights).
+        bc_weights = sc.broadcast(model.item_weights_) if weighted else None
         terms = entries.groupBy(F.pmod(F.hash("u"), F.lit(n_blocks))).applyInPandas(
             lambda pdf: _terms_task(pdf, model, bc_users, bc_items, n_items, dtype),
             schema="u long, i long, extra double, rhs double, c double",
@@ -501,6 +559,7 @@ class SparkIALS(BaseEstimator):
             "cg_steps": int(model.cg_steps),
             "block_size": min(int(model.block_size), d),
             "block_sweeps": int(model.block_sweeps),
+            "item_weights": bc_weights,
         }
         sides, cached = {}, []
         for key, other, n_rows in (("u", "i", n_users), ("i", "u", n_items)):
@@ -509,12 +568,27 @@ class SparkIALS(BaseEstimator):
                 schema="block int, payload binary",
             )
             blocks = packed.rdd.map(lambda row: (row.block, pickle.loads(row.payload))).persist()
-            # Collecting the block ids also fills the cache.
-            present = set(blocks.keys().collect())
+            # Collecting the block ids also fills the cache; the user blocks report their
+            # first observed entry with a negative weight (checked before the item blocks).
+            if key == "u":
+                found = blocks.map(lambda kv: (kv[0], _first_negative_entry(kv[1], config)))
+                found = found.collect()
+            else:
+                found = [(block, None) for block in blocks.keys().collect()]
+            present = {block for block, _ in found}
+            cached.append(blocks)
+            negative = [entry for _, entry in found if entry is not None]
+            if negative:
+                for rdd in (*cached, terms, entries):
+                    rdd.unpersist()
+                for bc in (bc_users, bc_items, bc_weights):
+                    if bc is not None:
+                        bc.destroy()
+                user, weight = min(negative)
+                raise _negative_weight_error(model.objective, user, weight)
             # Blocks without any interaction (only when there are more blocks than rows
             # with data) still own rows (empty items of the catalogue): pack them here.
             absent = [b for b in range(n_blocks) if b not in present and b < n_rows]
-            cached.append(blocks)
             if absent:
                 # A union reads the cached blocks from the cache: no second copy.
                 blocks = blocks.union(
@@ -546,7 +620,11 @@ class SparkIALS(BaseEstimator):
             if not (np.isfinite(P).all() and np.isfinite(Q).all()):
                 raise ValueError("initial_factors contain NaN or infinity")
         with numba_threads(1):  # single-threaded BLAS, as the single-machine fit
-            gram_items = np.ascontiguousarray(Q.T @ Q, dtype=dtype)
+            if weighted:  # IALS's weighted Gram matrix sum_i g_i q_i q_i^T
+                gram_items = (Q * model.item_weights_[:, None]).T @ Q
+            else:
+                gram_items = Q.T @ Q
+            gram_items = np.ascontiguousarray(gram_items, dtype=dtype)
 
         bc_P = sc.broadcast(P)
         bc_Q = sc.broadcast(Q)
@@ -594,8 +672,9 @@ class SparkIALS(BaseEstimator):
                 epoch_times.append(time.perf_counter() - t0)
                 logger.info("epoch %d: %.2f s", epoch, epoch_times[-1])
         finally:
-            for bc in (bc_P, bc_Q, bc_users, bc_items):
-                bc.destroy()
+            for bc in (bc_P, bc_Q, bc_users, bc_items, bc_weights):
+                if bc is not None:
+                    bc.destroy()
             for blocks in cached:
                 blocks.unpersist()
 
