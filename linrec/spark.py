@@ -309,7 +309,13 @@ class SparkIALS(BaseEstimator):
     regularisation, epochs, ``random_state``, ``dtype``): every hyper-parameter and its
     validation stay in one place, and the fitted model is a clone of it, as scikit-learn
     meta-estimators do. Its ``n_jobs`` is not used: each Spark task runs its kernels with
-    ``threads_per_task`` threads.
+    ``threads_per_task`` threads. Every option of :class:`~linrec.ials.IALS` is supported
+    except ``class_prior`` and ``early_stopping_rounds`` (fit raises a ValueError), including
+    popularity-weighted unobserved entries (``item_weight_exponent``,
+    ``item_weight_normalization``): the counts n_i are those of the distinct (user, item)
+    pairs, the means of g run over the whole catalogue (``item_ids``, whose items without
+    interactions get g = 0, as empty columns do on one machine), and ``model_.item_weights_``
+    is set as :meth:`linrec.ials.IALS.fit` sets it.
 
     Parameters
     ----------
@@ -346,7 +352,8 @@ class SparkIALS(BaseEstimator):
     -----
     What is shipped: the interaction blocks are cached on the executors once; each half-step
     broadcasts the two factor matrices and the d x d Gram matrix and collects the updated
-    side to the driver (``(n_users + n_items) d`` values each way per epoch). Driver and
+    side to the driver (``(n_users + n_items) d`` values each way per epoch); with item
+    weighting the n_items weights are broadcast once more per fit. Driver and
     every executor Python worker therefore hold both factor matrices: with d = 64 in float32
     that is 256 bytes per user or item, the limit of this design (about 4 GB for 16M users
     and items). Compute per half-step is that of the single-machine solver, divided over the

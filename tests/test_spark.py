@@ -104,6 +104,121 @@ def test_matches_single_machine(spark, data, objective, solver, extra):
     np.testing.assert_array_equal(model.recommend(X[:10], k=5)[0], ref.recommend(X[:10], k=5)[0])
 
 
+# (beta, normalisation, objective, solver, extra parameters, fit on the catalogue of N_ITEMS)
+WEIGHTED_CASES = [
+    (0.3, "mean_count", "rendle", "cg", {}, True),
+    (
+        -0.25,
+        "unit_mean",
+        "hu",
+        "cholesky",
+        {"confidence_scale": 2.0, "unobserved_weight": 0.5},
+        True,
+    ),
+    (0.3, "unit_mean", "debiased_pu", "ialspp", {"prior_inflation": 2.0, "block_size": 4}, False),
+    (-0.25, "mean_count", "debiased_chuang", "cg", {"prior_inflation": 2.0}, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("beta", "normalization", "objective", "solver", "extra", "catalogue"), WEIGHTED_CASES
+)
+def test_item_weights_match_single_machine(
+    spark, data, tmp_path, beta, normalization, objective, solver, extra, catalogue
+):
+    """Popularity-weighted unobserved entries: the same g, factors and objective as IALS.
+
+    Rows of weight >= 2 are split into two rows (summed back by the fit): item counts of raw
+    rows instead of distinct pairs would give other weights.
+    """
+    X, frame = data
+    heavy = frame[frame["weight"] >= 2]
+    rows = pd.concat(
+        [
+            frame.assign(weight=np.minimum(frame["weight"], 1.0)),
+            heavy.assign(weight=heavy["weight"] - 1.0),
+        ]
+    ).sample(frac=1.0, random_state=0)
+    est = IALS(
+        n_factors=8,
+        n_epochs=3,
+        objective=objective,
+        solver=solver,
+        item_weight_exponent=beta,
+        item_weight_normalization=normalization,
+        random_state=0,
+        n_jobs=1,
+        **extra,
+    )
+    fitter = SparkIALS(est, weight_col="weight", n_blocks=3)
+    if catalogue:  # item 0 has no interaction: g_0 = 0
+        fitter.fit(spark.createDataFrame(rows), item_ids=np.arange(N_ITEMS))
+        X_ref = X
+    else:
+        fitter.fit(spark.createDataFrame(rows))
+        X_ref = X[:, np.diff(X.tocsc().indptr) > 0]
+    model = fitter.model_
+    ref = IALS(**est.get_params()).fit(X_ref)
+    assert model.item_weights_.dtype == ref.item_weights_.dtype == np.float32
+    np.testing.assert_array_equal(model.item_weights_, ref.item_weights_)
+    assert (model.item_weights_[0] == 0) == catalogue
+    # the weighting changes the fit: a SparkIALS that ignored g would fail the checks below
+    unweighted = IALS(**{**est.get_params(), "item_weight_exponent": 0.0}).fit(X_ref)
+    assert _relative(unweighted.item_factors_, ref.item_factors_) > 1e-2
+    assert _relative(model.user_factors_, ref.user_factors_) < 1e-4
+    assert _relative(model.item_factors_, ref.item_factors_) < 1e-4
+    np.testing.assert_allclose(model.objective_, ref.objective_, rtol=1e-5)
+    # fold-in and recommend read item_weights_ as the single-machine model's do
+    assert _relative(model.transform(X_ref[:10]), ref.transform(X_ref[:10])) < 1e-4
+    np.testing.assert_array_equal(
+        model.recommend(X_ref[:10], k=5)[0], ref.recommend(X_ref[:10], k=5)[0]
+    )
+    model.save(tmp_path / "weighted.npz")
+    loaded = IALS.load(tmp_path / "weighted.npz")
+    np.testing.assert_array_equal(loaded.item_weights_, model.item_weights_)
+    np.testing.assert_array_equal(loaded.transform(X_ref[:10]), model.transform(X_ref[:10]))
+
+
+@pytest.mark.parametrize(
+    ("beta", "unobserved_weight"),
+    [(1.0, 1.5), (0.0, 3.0)],
+)
+def test_negative_weight_error_as_single_machine(spark, data, monkeypatch, beta, unobserved_weight):
+    """Settings that give observed entries a negative weight fail as IALS fails, before work.
+
+    debiased_pu weighs an observed entry n_u / n (K - (K - 1) w g_i): negative for
+    (K - 1) w g_i > K, here through the popular items' g_i > 4 / 3 (beta = 1, w = 1.5) or
+    for every entry (beta = 0, w = 3).
+    """
+    X, frame = data
+    est = IALS(
+        n_factors=4,
+        n_epochs=2,
+        objective="debiased_pu",
+        prior_inflation=2.0,
+        unobserved_weight=unobserved_weight,
+        item_weight_exponent=beta,
+        random_state=0,
+        n_jobs=1,
+    )
+    with pytest.raises(ValueError, match="negative weight") as expected:
+        IALS(**est.get_params()).fit(X)
+    if beta != 0:  # the item weights make the difference
+        IALS(**{**est.get_params(), "item_weight_exponent": 0.0}).fit(X)
+
+    def no_half_step(*args, **kwargs):
+        raise AssertionError("a half-step ran before the negative-weight check")
+
+    monkeypatch.setattr(SparkIALS, "_half_step", staticmethod(no_half_step))
+    persisted = spark.sparkContext._jsc.getPersistentRDDs().size()
+    fitter = SparkIALS(est, weight_col="weight", n_blocks=3)
+    with pytest.raises(ValueError) as raised:
+        fitter.fit(spark.createDataFrame(frame), item_ids=np.arange(N_ITEMS))
+    assert str(raised.value) == str(expected.value)
+    assert not hasattr(fitter, "model_")
+    assert spark.sparkContext._jsc.getPersistentRDDs().size() == persisted  # caches released
+
+
 def test_string_ids_duplicates_and_save(spark, data, tmp_path):
     """String ids map in sorted order; duplicate rows are summed like the CSR matrix sums."""
     X, frame = data
