@@ -309,8 +309,9 @@ class SparkIALS(BaseEstimator):
     regularisation, epochs, ``random_state``, ``dtype``): every hyper-parameter and its
     validation stay in one place, and the fitted model is a clone of it, as scikit-learn
     meta-estimators do. Its ``n_jobs`` is not used: each Spark task runs its kernels with
-    ``threads_per_task`` threads. Every option of :class:`~linrec.ials.IALS` is supported
-    except ``class_prior`` and ``early_stopping_rounds`` (fit raises a ValueError), including
+    ``threads_per_task`` threads. ``class_prior`` and ``early_stopping_rounds`` (which needs
+    validation data) are not supported: fit raises a ValueError. Every other objective,
+    weighting and solver setting of :class:`~linrec.ials.IALS` is, including
     popularity-weighted unobserved entries (``item_weight_exponent``,
     ``item_weight_normalization``): the counts n_i are those of the distinct (user, item)
     pairs, the means of g run over the whole catalogue (``item_ids``, whose items without
