@@ -202,6 +202,15 @@ def regularization_scale(counts: np.ndarray, offset: float, n_other: int, expone
         return np.power(base, float(exponent))
 
 
+def negative_weight_error(objective: str, user: int, weight: float) -> ValueError:
+    """The error for an observed entry whose squared-score weight is negative (no minimum)."""
+    return ValueError(
+        f"objective {objective!r} with these settings gives observed entries a negative "
+        f"weight ({weight:.4g} at user {user}): the objective is unbounded below; lower "
+        "prior_inflation, unobserved_weight or item_weight_exponent"
+    )
+
+
 def item_weights(counts: np.ndarray, exponent: float, normalization: str = "mean_count"):
     """Popularity weights g_i of the unobserved entries (He et al.'s eALS weighting).
 
@@ -640,12 +649,7 @@ class IALS(TransformerMixin, BaseRecommender):
         if np.any(observed < 0):
             first = int(np.flatnonzero(observed < 0)[0])
             user = int(np.searchsorted(X.indptr, first, side="right") - 1)
-            raise ValueError(
-                f"objective {self.objective!r} with these settings gives observed entries a "
-                f"negative weight ({float(observed[first]):.4g} at user {user}): the objective "
-                "is unbounded below; lower prior_inflation, unobserved_weight or "
-                "item_weight_exponent"
-            )
+            raise negative_weight_error(self.objective, user, float(observed[first]))
         u_indptr = X.indptr.astype(np.int64)
         u_indices = X.indices.astype(np.int64)
         i_indptr, i_indices, perm = _transpose_order(X)

@@ -43,7 +43,7 @@ from sklearn.base import BaseEstimator, clone
 from linrec._kernels.als import chunk_bounds, data_term, solve_rows
 from linrec._threading import numba_threads
 from linrec._validation import check_random_state_seed
-from linrec.ials import IALS, item_weights, regularization_scale
+from linrec.ials import IALS, item_weights, negative_weight_error, regularization_scale
 
 __all__ = ["SparkIALS", "fit_spark", "local_session"]
 
@@ -189,16 +189,6 @@ def _first_negative_entry(arrays, config):
         return None
     first = int(negative[0])
     return int(arrays["rows"][row_of_entry[first]]), float(observed[first])
-
-
-def _negative_weight_error(objective, user, weight):
-    # The message of IALS.fit for the same condition.
-    return ValueError(
-        f"objective {objective!r} with these settings gives observed entries a "
-        f"negative weight ({weight:.4g} at user {user}): the objective "
-        "is unbounded below; lower prior_inflation, unobserved_weight or "
-        "item_weight_exponent"
-    )
 
 
 def _pack_task(pdf, key, other, n_rows, n_blocks, config):
@@ -593,7 +583,7 @@ class SparkIALS(BaseEstimator):
                     if bc is not None:
                         bc.destroy()
                 user, weight = min(negative)
-                raise _negative_weight_error(model.objective, user, weight)
+                raise negative_weight_error(model.objective, user, weight)
             # Blocks without any interaction (only when there are more blocks than rows
             # with data) still own rows (empty items of the catalogue): pack them here.
             absent = [b for b in range(n_blocks) if b not in present and b < n_rows]
