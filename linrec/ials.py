@@ -202,6 +202,34 @@ def regularization_scale(counts: np.ndarray, offset: float, n_other: int, expone
         return np.power(base, float(exponent))
 
 
+def weighted_gram(A: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """``sum_r w_r a_r a_r^T`` over the rows of ``A`` (``A^T A`` when ``weights`` is None).
+
+    The weights are cast to ``A``'s dtype first, so the product runs in that dtype.
+    """
+    if weights is None:
+        return A.T @ A
+    return (A * weights.astype(A.dtype, copy=False)[:, None]).T @ A
+
+
+def first_negative_entry(indptr, indices, row_weight, extra, item_weight=None):
+    """``(row, weight)`` of the first observed entry whose squared-score weight
+    ``C_u g_i + E_ui`` is negative (in CSR order), or None when there is none.
+
+    ``item_weight`` None is g = 1. Such an entry leaves the objective without a minimum.
+    """
+    row_of_entry = np.repeat(np.arange(indptr.shape[0] - 1), np.diff(indptr))
+    observed = row_weight[row_of_entry]
+    if item_weight is not None:
+        observed = observed * item_weight[indices]
+    observed = observed + extra
+    negative = np.flatnonzero(observed < 0)
+    if negative.size == 0:
+        return None
+    first = int(negative[0])
+    return int(row_of_entry[first]), float(observed[first])
+
+
 def negative_weight_error(objective: str, user: int, weight: float) -> ValueError:
     """The error for an observed entry whose squared-score weight is negative (no minimum)."""
     return ValueError(
@@ -640,16 +668,11 @@ class IALS(TransformerMixin, BaseRecommender):
             item_counts, self.item_weight_exponent, self.item_weight_normalization
         ).astype(dtype)
         row_weight, extra, rhs = self._terms(X, class_prior, dtype)
-        # total weight of each observed entry's squared score: C_u g_i + E_ui
-        observed = (
-            row_weight[np.repeat(np.arange(n_users), np.diff(X.indptr))]
-            * self.item_weights_[X.indices]
-            + extra
+        negative = first_negative_entry(
+            X.indptr, X.indices, row_weight, extra, self._gram_item_weights()
         )
-        if np.any(observed < 0):
-            first = int(np.flatnonzero(observed < 0)[0])
-            user = int(np.searchsorted(X.indptr, first, side="right") - 1)
-            raise negative_weight_error(self.objective, user, float(observed[first]))
+        if negative is not None:
+            raise negative_weight_error(self.objective, *negative)
         u_indptr = X.indptr.astype(np.int64)
         u_indices = X.indices.astype(np.int64)
         i_indptr, i_indices, perm = _transpose_order(X)
@@ -745,11 +768,7 @@ class IALS(TransformerMixin, BaseRecommender):
         # regions lets the two thread pools spin against each other and cost up to 0.8 s,
         # while one thread takes 10 ms at d = 64 and 0.1 s at d = 256 for 41k rows.
         with numba_threads(self.n_jobs):
-            if gram_weight is None:
-                gram = other.T @ other
-            else:
-                gram = (other * gram_weight[:, None]).T @ other
-            gram = np.ascontiguousarray(gram, dtype=F.dtype)
+            gram = np.ascontiguousarray(weighted_gram(other, gram_weight), dtype=F.dtype)
             solve_rows(
                 solver,
                 indptr,
@@ -793,8 +812,7 @@ class IALS(TransformerMixin, BaseRecommender):
         with numba_threads(self.n_jobs):  # single-threaded BLAS, see _half_step
             Q64 = Q.astype(np.float64)
             P64 = P.astype(np.float64)
-            g = self._gram_item_weights()
-            gram = Q64.T @ Q64 if g is None else (Q64 * g.astype(np.float64)[:, None]).T @ Q64
+            gram = weighted_gram(Q64, self._gram_item_weights())
             all_entries = float(
                 np.einsum("u,ud,ud->", row_weight.astype(np.float64), P64 @ gram, P64)
             )

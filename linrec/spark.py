@@ -43,7 +43,14 @@ from sklearn.base import BaseEstimator, clone
 from linrec._kernels.als import chunk_bounds, data_term, solve_rows
 from linrec._threading import numba_threads
 from linrec._validation import check_random_state_seed
-from linrec.ials import IALS, item_weights, negative_weight_error, regularization_scale
+from linrec.ials import (
+    IALS,
+    first_negative_entry,
+    item_weights,
+    negative_weight_error,
+    regularization_scale,
+    weighted_gram,
+)
 
 __all__ = ["SparkIALS", "fit_spark", "local_session"]
 
@@ -171,24 +178,20 @@ def _pack_block(block, key, other, n_rows, n_blocks, entries, config):
     }
 
 
-def _first_negative_entry(arrays, config):
-    """(user, weight) of a user block's first observed entry with a negative weight, or None.
-
-    The total weight of an observed entry's squared score is C_u g_i + E_ui, computed in the
-    fit dtype as :class:`~linrec.ials.IALS` computes it; "first" is in (user, item) order.
-    """
-    indptr = arrays["indptr"]
-    row_of_entry = np.repeat(np.arange(arrays["rows"].size), np.diff(indptr))
-    observed = arrays["row_weight"][row_of_entry]
+def _block_negative_entry(arrays, config):
+    """(user, weight) of a user block's first observed entry with a negative weight, or None
+    (:func:`linrec.ials.first_negative_entry` on the block, rows mapped to user indices)."""
     weights = config["item_weights"]
-    if weights is not None:
-        observed = observed * weights.value[arrays["indices"]]
-    observed = observed + arrays["extra"]
-    negative = np.flatnonzero(observed < 0)
-    if negative.size == 0:
+    found = first_negative_entry(
+        arrays["indptr"],
+        arrays["indices"],
+        arrays["row_weight"],
+        arrays["extra"],
+        None if weights is None else weights.value,
+    )
+    if found is None:
         return None
-    first = int(negative[0])
-    return int(arrays["rows"][row_of_entry[first]]), float(observed[first])
+    return int(arrays["rows"][found[0]]), found[1]
 
 
 def _pack_task(pdf, key, other, n_rows, n_blocks, config):
@@ -234,11 +237,8 @@ def _solve_task(block_id, arrays, own, other, gram, config, solver, with_objecti
             # _objective restricted to these rows (float64, Gram trick).
             F64 = F.astype(np.float64)
             Q64 = other.astype(np.float64)
-            weights = config["item_weights"]
-            if weights is None:
-                gram64 = Q64.T @ Q64
-            else:  # the item-weighted Gram matrix sum_i g_i q_i q_i^T
-                gram64 = (Q64 * weights.value.astype(np.float64)[:, None]).T @ Q64
+            weights = config["item_weights"]  # the item-weighted Gram sum_i g_i q_i q_i^T
+            gram64 = weighted_gram(Q64, None if weights is None else weights.value)
             all_entries = np.einsum("u,ud,ud->", row_weight.astype(np.float64), F64 @ gram64, F64)
             observed = data_term(indptr, indices, extra, rhs, F, other, bounds)
             objective = float(all_entries) + float(observed)
@@ -266,7 +266,7 @@ def _solve_task(block_id, arrays, own, other, gram, config, solver, with_objecti
         # sum_u C_u p_u p_u^T for users, sum_i g_i q_i q_i^T for items (row_weight is g_i,
         # 1 without item weighting).
         F64 = F.astype(np.float64)
-        gram_share = (F64 * row_weight.astype(np.float64)[:, None]).T @ F64
+        gram_share = weighted_gram(F64, row_weight)
         reg_share = float(np.dot(reg.astype(np.float64), np.einsum("ud,ud->u", F64, F64)))
     bad = rows[status != 0]
     return block_id, rows, F, gram_share, objective, reg_share, bad
@@ -569,7 +569,7 @@ class SparkIALS(BaseEstimator):
             # Collecting the block ids also fills the cache; the user blocks report their
             # first observed entry with a negative weight (checked before the item blocks).
             if key == "u":
-                found = blocks.map(lambda kv: (kv[0], _first_negative_entry(kv[1], config)))
+                found = blocks.map(lambda kv: (kv[0], _block_negative_entry(kv[1], config)))
                 found = found.collect()
             else:
                 found = [(block, None) for block in blocks.keys().collect()]
@@ -618,10 +618,7 @@ class SparkIALS(BaseEstimator):
             if not (np.isfinite(P).all() and np.isfinite(Q).all()):
                 raise ValueError("initial_factors contain NaN or infinity")
         with numba_threads(1):  # single-threaded BLAS, as the single-machine fit
-            if weighted:  # IALS's weighted Gram matrix sum_i g_i q_i q_i^T
-                gram_items = (Q * model.item_weights_[:, None]).T @ Q
-            else:
-                gram_items = Q.T @ Q
+            gram_items = weighted_gram(Q, model.item_weights_ if weighted else None)
             gram_items = np.ascontiguousarray(gram_items, dtype=dtype)
 
         bc_P = sc.broadcast(P)
