@@ -83,6 +83,11 @@ class MF(BaseRecommender):
         M extra positives per pair for the debiased losses.
     l2 : float, default=0.0
         L2 penalty added to the gradient of every row used in a batch (``l2 * w``).
+    user_dropout : float, default=0.0
+        Dropout rate of the user vector in training (and in :meth:`transform`): for each
+        pair, every component of the user's vector (unit-normalised first for cosine scores)
+        is zeroed with this probability and the others are scaled by 1 / (1 - rate).
+        Scoring uses the whole vector. SimpleX's MF-CCL (Mao et al.) trains with 0.1.
     optimizer : {"adam", "adagrad", "sgd"}, default="adam"
         Adam is the lazy (sparse) variant: only rows touched in a batch update their moments,
         with the global step in the bias correction (as ``torch.optim.SparseAdam``).
@@ -188,6 +193,7 @@ class MF(BaseRecommender):
         class_prior=None,
         n_extra_positives: int = 8,
         l2: float = 0.0,
+        user_dropout: float = 0.0,
         optimizer: str = "adam",
         learning_rate: float = 1e-3,
         learning_rate_decay: float = 0.1,
@@ -218,6 +224,7 @@ class MF(BaseRecommender):
         self.class_prior = class_prior
         self.n_extra_positives = n_extra_positives
         self.l2 = l2
+        self.user_dropout = user_dropout
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.learning_rate_decay = learning_rate_decay
@@ -276,6 +283,9 @@ class MF(BaseRecommender):
                 f"learning_rate_milestones must be a sequence of epoch counts, got {milestones!r}"
             )
         milestones = sorted(_check_int(m, "learning_rate_milestones entry", 1) for m in milestones)
+        dropout = check_positive_float(self.user_dropout, "user_dropout", allow_zero=True)
+        if dropout >= 1.0:
+            raise ValueError(f"user_dropout must lie in [0, 1), got {self.user_dropout}")
         inflation = check_positive_float(self.prior_inflation, "prior_inflation")
         if inflation < 1.0:
             raise ValueError(f"prior_inflation (K) must be >= 1, got {self.prior_inflation}")
@@ -312,6 +322,7 @@ class MF(BaseRecommender):
             "milestones": milestones,
             "plateau_decays": _check_int(self.plateau_decays, "plateau_decays", 0),
             "l2": check_positive_float(self.l2, "l2", allow_zero=True),
+            "user_dropout": dropout,
             "init_std": check_positive_float(self.init_std, "init_std"),
             "patience": patience,
         }
@@ -498,6 +509,7 @@ class MF(BaseRecommender):
                 0.9,
                 0.999,
                 1e-8,
+                s["user_dropout"],
             )
         return np.ascontiguousarray(W[:n_new])
 
@@ -598,6 +610,7 @@ class _EpochRunner:
                 self.flags,
                 self.touched,
                 self.stamp,
+                s["user_dropout"],
             )
         return float(total) / max(self.indices.size, 1)
 

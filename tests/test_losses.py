@@ -78,21 +78,27 @@ def _random_problem(rng, n_users=4, n_items=9, d=5, n_pairs=6, n_extra=3, n_neg=
     return W, users, targets, tau
 
 
-def _scores_numpy(W, n_users, u, items, cosine):
+def _scores_numpy(W, n_users, u, items, cosine, keep=None):
     p = W[u]
-    Q = W[n_users + items]
-    s = Q @ p
     if cosine:
-        s = s / (np.linalg.norm(Q, axis=1) * np.linalg.norm(p))
-    return s
+        p = p / np.linalg.norm(p)
+    if keep is not None:  # user dropout: the mask applies to the (unit) user vector
+        p = p * keep
+    Q = W[n_users + items]
+    if cosine:
+        Q = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+    return Q @ p
 
 
+@pytest.mark.parametrize("dropout", [False, True], ids=["", "dropout"])
 @pytest.mark.parametrize("share", [False, True], ids=["pair", "shared"])
 @pytest.mark.parametrize("cosine", [False, True], ids=["dot", "cosine"])
 @pytest.mark.parametrize("name", NAMES)
-def test_embedding_gradient(name, cosine, share, rng):
+def test_embedding_gradient(name, cosine, share, dropout, rng):
     n_users, n_extra, n_neg = 4, 3, 5
     W, users, targets, tau = _random_problem(rng, n_users=n_users)
+    # a random mask per pair, 0 or 1 / (1 - rate) with rate 0.3
+    keep = (rng.random((users.size, W.shape[1])) >= 0.3) / 0.7
     if share:  # every pair scores the same negatives (the batch-shared sampler)
         targets[:, 1 + n_extra :] = targets[0, 1 + n_extra :]
     spec = get_loss(name)
@@ -103,12 +109,26 @@ def test_embedding_gradient(name, cosine, share, rng):
     def total(Wx):
         out = 0.0
         for b in range(users.size):
-            s = _scores_numpy(Wx, n_users, users[b], targets[b], cosine)
+            s = _scores_numpy(
+                Wx, n_users, users[b], targets[b], cosine, keep[b] if dropout else None
+            )
             out += loss_value(name, s[0], s[1 + n_extra :], s[1 : 1 + n_extra], tau[b], **params)
         return out
 
     value, grad = sgd.pairs_loss_and_grad(
-        W, users, targets, tau, n_users, spec.code, parr, cosine, n_extra, n_neg, share
+        W,
+        users,
+        targets,
+        tau,
+        n_users,
+        spec.code,
+        parr,
+        cosine,
+        n_extra,
+        n_neg,
+        share,
+        dropout,
+        keep,
     )
     np.testing.assert_allclose(value, total(W), rtol=1e-12)
     h = 1e-6

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from linrec._kernels import sgd
 from linrec.losses import LOSSES
 from linrec.mf import MF, _validation_recall
 
@@ -228,6 +229,31 @@ def test_plateau_decays_and_replay(data):
     assert replay.loss_ == plateau.loss_
 
 
+def test_dropout_mask_rate():
+    keep = np.empty(200_000, np.float32)
+    sgd._draw_keep(np.uint64(12345), 0.1, keep)
+    dropped = np.mean(keep == 0)
+    # binomial standard deviation sqrt(0.1 * 0.9 / 2e5) ~ 6.7e-4
+    assert abs(dropped - 0.1) < 4 * 6.7e-4
+    np.testing.assert_array_equal(np.unique(keep), np.float32([0.0, 1.0 / 0.9]))
+
+
+@pytest.mark.parametrize("sharing", ["batch", "pair"])
+def test_user_dropout_trains_deterministically(sharing, data):
+    train, held = data
+    settings = dict(user_dropout=0.2, negative_sharing=sharing, n_jobs=2)
+    a = _model("ccl", **settings).fit(train, validation_data=held)
+    b = _model("ccl", **settings).fit(train, validation_data=held)
+    np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
+    assert a.loss_ == b.loss_
+    plain = _model("ccl", negative_sharing=sharing, n_jobs=2).fit(train)
+    assert not np.array_equal(a.user_factors_, plain.user_factors_)
+    assert a.validation_scores_[-1] > 1.3 * popularity_recall(train, held)
+    # fold-in trains with the same masks, keyed by the user's history
+    np.testing.assert_array_equal(a.transform(train[:20]), b.transform(train[:20]))
+    assert not np.array_equal(a.transform(train[:20]), plain.transform(train[:20]))
+
+
 def test_class_prior_array_and_bad_parameters(data):
     train, held = data
     tau = np.full(train.shape[0], 0.05)
@@ -247,6 +273,8 @@ def test_class_prior_array_and_bad_parameters(data):
         ({"learning_rate_milestones": 5}, "learning_rate_milestones"),
         ({"learning_rate_milestones": [3, 0]}, "learning_rate_milestones"),
         ({"plateau_decays": -1}, "plateau_decays"),
+        ({"user_dropout": 1.0}, "user_dropout"),
+        ({"user_dropout": -0.1}, "user_dropout"),
         ({"class_prior": np.ones(3) * 0.1}, "class_prior"),
         ({"class_prior": np.ones(train.shape[0])}, r"\[0, 1\)"),
     ]:

@@ -42,6 +42,7 @@ ADAM, ADAGRAD, SGD = 0, 1, 2
 UNIFORM, POPULARITY = 0, 1
 
 _NORM_FLOOR = 1e-12
+_INV_2_53 = 1.0 / 9007199254740992.0  # 53 random bits -> uniform in [0, 1)
 # Reassociation and contraction only (no "nnan"/"ninf": the guards on norms stay intact).
 _FASTMATH = {"reassoc", "contract", "nsz"}
 
@@ -275,11 +276,14 @@ def _loss_grad(code, y, n_extra, n_neg, tau, params, g, bits):
             loss = wpos * (1.0 - y0)
             g[0] = -wpos
         cneg = w / n_neg
-        # branch-free, so that the loop over the N negatives vectorises
+        # branch-free, so that the loops over the N negatives vectorise; the hinge sum goes
+        # through _sum, whose fixed partial sums do not depend on where y sits in memory (a
+        # plain reduction here did: the loss differed in its last bit between processes)
         for a in range(e0, length):
-            x = y[a] - margin
-            loss += cneg * max(x, 0.0)
-            g[a] = cneg if x > 0.0 else 0.0
+            g[a] = max(y[a] - margin, 0.0)
+        loss += cneg * _sum(g, e0, length)
+        for a in range(e0, length):
+            g[a] = cneg if g[a] > 0.0 else 0.0
         if code == DEBIASED_CCL:
             cext = w * tau / n_extra
             for a in range(1, e0):
@@ -335,12 +339,17 @@ def _pair_forward_backward(
     inv_q,
     acc,
     bits,
+    dropout,
+    keep,
+    p_kept,
 ):
     """Loss of the pair (user row u, targets) and gradients (times ``scale``) into ``grad``.
 
     Targets are ``[i+, k_1..k_M, j_1..j_N]``, each read from its row of ``W`` (the
     per-positive sampler and fold-in; batch-shared negatives go through
-    :func:`_shared_block`).
+    :func:`_shared_block`). With ``dropout`` the user vector (unit-normalised first for
+    cosine scores) is multiplied componentwise by ``keep`` (0 or 1 / (1 - rate)) before
+    scoring; ``p_kept`` (d,) is scratch for the kept vector.
 
     Inlined into its callers, which are compiled with reassociation allowed so that the
     d-length loops vectorise.
@@ -355,12 +364,19 @@ def _pair_forward_backward(
         for k in range(1, d):
             pp += p[k] * p[k]
         inv_p = 1.0 / max(np.sqrt(pp), _NORM_FLOOR)
+    # the vector the items see: p, or p with dropped components (the factor 1/|p| of cosine
+    # scores is applied after the dot products, so it commutes with the mask)
+    pv = p
+    if dropout:
+        for k in range(d):
+            p_kept[k] = keep[k] * p[k]
+        pv = p_kept
     for a in range(length):
         q = W[n_users + targets[a]]
-        dot = p[0] * q[0]
+        dot = pv[0] * q[0]
         qq = q[0] * q[0]
         for k in range(1, d):
-            dot += p[k] * q[k]
+            dot += pv[k] * q[k]
             qq += q[k] * q[k]
         if cosine:
             inv_q[a] = 1.0 / max(np.sqrt(qq), _NORM_FLOOR)
@@ -380,7 +396,8 @@ def _pair_forward_backward(
         q = W[row]
         gq = grad[row]
         if cosine:
-            # dy/dp = (q^ - y p^)/|p|,  dy/dq = (p^ - y q^)/|q|
+            # with v = keep * p^ (v = p^ without dropout): y = v . q^,
+            # dy/dp = (keep * q^ - y p^)/|p|,  dy/dq = (v - y q^)/|q|
             cq = W.dtype.type(ga * inv_q[a])
             sum_gy += ga * y[a]
             for k in range(d):
@@ -389,16 +406,19 @@ def _pair_forward_backward(
                 cp_item = W.dtype.type(ga * inv_q[a] * inv_p)
                 cq_item = W.dtype.type(ga * y[a] * inv_q[a] * inv_q[a])
                 for k in range(d):
-                    gq[k] += cp_item * p[k] - cq_item * q[k]
+                    gq[k] += cp_item * pv[k] - cq_item * q[k]
         else:
             ga_t = W.dtype.type(ga)
             for k in range(d):
                 acc[k] += ga_t * q[k]
             if update_items:
                 for k in range(d):
-                    gq[k] += ga_t * p[k]
+                    gq[k] += ga_t * pv[k]
     count = _touch(u, flags, touched, count)
     gp = grad[u]
+    if dropout:
+        for k in range(d):
+            acc[k] *= keep[k]
     if cosine:
         c_acc = W.dtype.type(inv_p)
         c_p = W.dtype.type(sum_gy * inv_p * inv_p)
@@ -459,6 +479,8 @@ def _shared_block(
     y,
     g,
     bits,
+    dropout,
+    keep,
 ):
     """Losses and gradients of a block of pairs that share the same N negatives.
 
@@ -479,8 +501,9 @@ def _shared_block(
     Scratch (at least nb rows, rows beyond nb are zeroed and contribute nothing): ``P``, ``R``,
     ``dP`` (rows, d), ``S`` (rows, N), ``inv_p``, ``sum_gy``, ``active`` (int64) (rows,),
     ``Qr``, ``GQ`` (rows, 1 + M, d) and ``inv_qr`` (rows, 1 + M) for the positives' vectors
-    and gradients, and per-pair ``y``, ``g``, ``bits`` (int64) (1 + M + N). Returns (summed
-    loss, updated touched count).
+    and gradients, and per-pair ``y``, ``g``, ``bits`` (int64) (1 + M + N). With ``dropout``
+    row b of P is multiplied componentwise by ``keep[b]`` (0 or 1 / (1 - rate)). Returns
+    (summed loss, updated touched count).
     """
     nb = users.shape[0]
     d = W.shape[1]
@@ -498,8 +521,13 @@ def _shared_block(
         inv_p[b] = inv
         pb = P[b]
         c = W.dtype.type(inv)
-        for k in range(d):
-            pb[k] = p[k] * c
+        if dropout:
+            kb = keep[b]
+            for k in range(d):
+                pb[k] = p[k] * c * kb[k]
+        else:
+            for k in range(d):
+                pb[k] = p[k] * c
         for a in range(e0):
             q = W[n_users + row_targets[b, a]]
             qb = Qr[b, a]
@@ -534,7 +562,7 @@ def _shared_block(
             q = Qr[b, a]
             gq = GQ[b, a]
             if cosine:
-                # dy/dp^ = q^,  dy/dq = (p^ - y q^)/|q|
+                # dy/dp^ = keep * q^,  dy/dq = (P_b - y q^)/|q|
                 cq = W.dtype.type(ga * inv_qr[b, a])
                 cq_item = W.dtype.type(ga * y[a] * inv_qr[b, a] * inv_qr[b, a])
                 sgy += ga * y[a]
@@ -585,7 +613,16 @@ def _shared_block(
         gp = grad[u]
         acc = R[b]
         dp = dP[b]
-        if cosine:
+        if dropout:
+            # dL/dp^ = keep * (acc + dp); dL/dp^ . p^ is still sum_a g_a y_a (the mask moves
+            # onto p^ inside each y_a), so the projection below uses the unmasked p^ = p / |p|
+            kb = keep[b]
+            p = W[u]
+            c_p = W.dtype.type(sum_gy[b] * inv_p[b] * inv_p[b] if cosine else 0.0)
+            c_acc = W.dtype.type(inv_p[b])
+            for k in range(d):
+                gp[k] += c_acc * kb[k] * (acc[k] + dp[k]) - c_p * p[k]
+        elif cosine:
             # dL/dp = (dL/dp^ - (dL/dp^ . p^) p^) / |p|, with dL/dp^ . p^ = sum_a g_a y_a
             c_acc = W.dtype.type(inv_p[b])
             c_p = W.dtype.type(sum_gy[b] * inv_p[b])
@@ -636,14 +673,15 @@ def _finish_shared(
 
 @njit(cache=True, fastmath=_FASTMATH)
 def pairs_loss_and_grad(
-    W, users, targets, tau, n_users, code, params, cosine, n_extra, n_neg, share
+    W, users, targets, tau, n_users, code, params, cosine, n_extra, n_neg, share, dropout, keep
 ):
     """Summed loss of explicit pairs and its exact gradient w.r.t. ``W`` (serial).
 
     ``users`` (B,), ``targets`` (B, 1 + M + N) item ids, ``tau`` (B,). With ``share`` the
     negatives of the first row are used as the shared negatives of every pair (the block
-    path of the training kernel, :func:`_shared_block`). Used by the tests: the training
-    kernel runs the same code.
+    path of the training kernel, :func:`_shared_block`). With ``dropout`` pair b's user
+    vector is multiplied by the mask ``keep[b]`` ((B, d), dtype of ``W``). Used by the tests:
+    the training kernel runs the same code.
     """
     n_rows, d = W.shape
     n_pairs = users.shape[0]
@@ -696,12 +734,15 @@ def pairs_loss_and_grad(
             y,
             g,
             bits,
+            dropout,
+            keep,
         )
         _finish_shared(
             n_users, shared, cosine, shared_q, inv_qs, shared_dq, grad, flags, touched, count
         )
         return total, grad
     acc = np.empty(d, W.dtype)
+    p_kept = np.empty(d, W.dtype)
     for b in range(n_pairs):
         loss, count = _pair_forward_backward(
             W,
@@ -725,6 +766,9 @@ def pairs_loss_and_grad(
             inv_q,
             acc,
             bits,
+            dropout,
+            keep[b],
+            p_kept,
         )
         total += loss
     return total, grad
@@ -766,6 +810,16 @@ def _sample_targets(
     return state
 
 
+@njit(nogil=True, fastmath=_FASTMATH)
+def _draw_keep(state, rate, keep):
+    """Dropout mask: each entry of ``keep`` is 0 with probability ``rate``, else 1/(1 - rate)."""
+    kept = keep.dtype.type(1.0 / (1.0 - rate))
+    for k in range(keep.shape[0]):
+        state, r = _next(state)
+        keep[k] = kept if np.float64(r >> np.uint64(11)) * _INV_2_53 >= rate else 0.0
+    return state
+
+
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def train_epoch(
     W,
@@ -803,6 +857,7 @@ def train_epoch(
     flags,
     touched,
     stamp,
+    dropout_rate,
 ):
     """One epoch of minibatch training over the pairs ``order`` (indices into ``indices``).
 
@@ -813,6 +868,8 @@ def train_epoch(
     by position ``n_pairs + batch``, which no pair uses) and used by every pair of the batch:
     each pair still sees N independent draws from the sampler, and each thread scores its
     slice of the batch against them with matrix products (:func:`_shared_block`).
+    With ``dropout_rate`` > 0 each pair draws a dropout mask of the user vector from its own
+    stream, after its samples.
     Returns (sum of pair losses, optimiser step count after the epoch).
     """
     n_rows, d = W.shape
@@ -847,6 +904,8 @@ def train_epoch(
     block_GQ = np.empty((n_threads, rows, e0, d), W.dtype)
     block_inv_qr = np.empty((n_threads, rows, e0))
     block_dq = np.empty((n_threads, n_shared, d), W.dtype)
+    dropout = dropout_rate > 0.0
+    block_keep = np.empty((n_threads, rows, d if dropout else 0), W.dtype)
     total_loss = 0.0
     for batch in range(n_batches):
         lo = batch * batch_size
@@ -879,7 +938,7 @@ def train_epoch(
                     users_t[c] = u
                     tau_t[c] = tau[u]
                     state = _pair_state(seed, epoch, position)
-                    _sample_targets(
+                    state = _sample_targets(
                         state,
                         indices[pair],
                         u,
@@ -892,6 +951,8 @@ def train_epoch(
                         pop_items,
                         targets_t[c],
                     )
+                    if dropout:
+                        _draw_keep(state, dropout_rate, block_keep[t, c])
                 loss_sum, count = _shared_block(
                     W,
                     n_users,
@@ -924,6 +985,8 @@ def train_epoch(
                     y,
                     g,
                     bits,
+                    dropout,
+                    block_keep[t],
                 )
                 if update_items:
                     count = _finish_shared(
@@ -941,11 +1004,13 @@ def train_epoch(
             else:
                 targets = np.empty(length, np.int64)
                 acc = np.empty(d, W.dtype)
+                keep = np.empty(d if dropout else 0, W.dtype)
+                p_kept = np.empty(d if dropout else 0, W.dtype)
                 for position in range(t_lo, t_hi):
                     pair = order[position]
                     u = pair_users[pair]
                     state = _pair_state(seed, epoch, position)
-                    _sample_targets(
+                    state = _sample_targets(
                         state,
                         indices[pair],
                         u,
@@ -958,6 +1023,8 @@ def train_epoch(
                         pop_items,
                         targets,
                     )
+                    if dropout:
+                        _draw_keep(state, dropout_rate, keep)
                     loss, count = _pair_forward_backward(
                         W,
                         u,
@@ -980,6 +1047,9 @@ def train_epoch(
                         inv_q,
                         acc,
                         bits,
+                        dropout,
+                        keep,
+                        p_kept,
                     )
                     loss_sum += loss
             counts[t] = count
@@ -1110,12 +1180,14 @@ def fold_in(
     beta1,
     beta2,
     opt_eps,
+    dropout_rate,
 ):
     """Fit the first ``n_new`` rows of ``W`` (new users) with the item rows frozen.
 
     Each user is optimised on its own: its initial vector and all its samples come from a
     generator keyed by ``seed`` and the user's item ids, and it takes one optimiser step per
-    positive (batch of one pair, fresh negatives). A user's result therefore depends only on
+    positive (batch of one pair, fresh negatives, and a fresh dropout mask of the user vector
+    when ``dropout_rate`` > 0, as in training). A user's result therefore depends only on
     its own history, not on which other users are folded in with it or on the thread count.
     """
     d = W.shape[1]
@@ -1134,8 +1206,8 @@ def fold_in(
             # Box-Muller: two normals from two uniforms in (0, 1]
             state, r1 = _next(state)
             state, r2 = _next(state)
-            u1 = (np.float64(r1 >> np.uint64(11)) + 1.0) / 9007199254740992.0
-            u2 = np.float64(r2 >> np.uint64(11)) / 9007199254740992.0
+            u1 = (np.float64(r1 >> np.uint64(11)) + 1.0) * _INV_2_53
+            u2 = np.float64(r2 >> np.uint64(11)) * _INV_2_53
             radius = np.sqrt(-2.0 * np.log(u1)) * init_std
             W[u, k] = radius * np.cos(2.0 * np.pi * u2)
             if k + 1 < d:
@@ -1148,6 +1220,9 @@ def fold_in(
         inv_q = np.empty(length)
         bits = np.empty(length, np.int64)
         acc = np.empty(d, W.dtype)
+        dropout = dropout_rate > 0.0
+        keep = np.empty(d if dropout else 0, W.dtype)
+        p_kept = np.empty(d if dropout else 0, W.dtype)
         touched = np.empty(1, np.int64)
         moment1 = np.zeros(d)
         moment2 = np.zeros(d)
@@ -1171,6 +1246,8 @@ def fold_in(
                     pop_items,
                     targets,
                 )
+                if dropout:
+                    _draw_keep(state, dropout_rate, keep)
                 grad[u, :] = 0.0
                 _pair_forward_backward(
                     W,
@@ -1194,6 +1271,9 @@ def fold_in(
                     inv_q,
                     acc,
                     bits,
+                    dropout,
+                    keep,
+                    p_kept,
                 )
                 step += 1
                 _row_update(
