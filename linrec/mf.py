@@ -87,7 +87,9 @@ class MF(BaseRecommender):
         Dropout rate of the user vector in training (and in :meth:`transform`): for each
         pair, every component of the user's vector (unit-normalised first for cosine scores)
         is zeroed with this probability and the others are scaled by 1 / (1 - rate).
-        Scoring uses the whole vector. SimpleX's MF-CCL (Mao et al.) trains with 0.1.
+        Scoring uses the whole vector. SimpleX's MF-CCL (Mao et al.) trains with 0.1, but
+        drops out before normalising; that order measured worse on Gowalla and Yelp2018
+        (benchmarks/RESULTS.md, "CCL: dropout order, negatives, protocol").
     optimizer : {"adam", "adagrad", "sgd"}, default="adam"
         Adam is the lazy (sparse) variant: only rows touched in a batch update their moments,
         with the global step in the bias correction (as ``torch.optim.SparseAdam``).
