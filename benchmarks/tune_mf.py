@@ -5,8 +5,10 @@ epochs; losses such as BPR need hundreds of epochs to converge (MF-BPR baselines
 up to 1,000). This script runs one loss over a grid (the product of every ``--grid`` axis)
 for up to ``--epochs`` epochs each, scoring validation Recall@20 after every epoch (the same
 split as ``linrec reproduce``: a random ``--validation-share`` of each user's training
-items, seed ``--seed``); a run stops after ``--patience`` epochs without improvement, or,
-with ``--plateau-decays K``, first decays its step size K times (reduce-on-plateau).
+items, seed ``--seed``; or, with ``--holdout tail``, the last share of each line of
+train.txt, the split that ranked iALS settings on Gowalla closer to its test file). A run
+stops after ``--patience`` epochs without improvement, or, with ``--plateau-decays K``,
+first decays its step size K times (reduce-on-plateau).
 The test file is read only with ``--test``, once, for the best grid point, trained on all
 of train for its best epoch count with the same step-size schedule.
 
@@ -31,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _ials_common import tail_validation_split
 
 from linrec.datasets import load_lightgcn
 from linrec.metrics import evaluate
@@ -68,6 +72,13 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--validation-share", type=float, default=0.2)
     parser.add_argument(
+        "--holdout",
+        choices=("random", "tail"),
+        default="random",
+        help="validation items: a random share of each user's, or the tail of each "
+        "train.txt line (Gowalla only: Yelp2018's lines are sorted by item id)",
+    )
+    parser.add_argument(
         "--val-users", type=int, default=None, help="score a fixed sample of validation users"
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -85,12 +96,15 @@ def main(argv=None) -> None:
         key, _, values = axis.partition("=")
         axes[key] = [parse_overrides([f"{key}={v}"])[key] for v in values.split(",")]
     points = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
-    rest, val = split_validation(train, args.validation_share, args.seed)
+    if args.holdout == "tail":
+        rest, val = tail_validation_split(args.data, train.shape, args.validation_share)
+    else:
+        rest, val = split_validation(train, args.validation_share, args.seed)
     if args.val_users is not None:
         val = curve_users(val, args.val_users, args.seed)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    print(f"# {args.loss} on {args.data}: base {base}", flush=True)
+    print(f"# {args.loss} on {args.data}, {args.holdout} holdout: base {base}", flush=True)
     print("| point | best val Recall@20 | epochs | lr milestones | seconds |")
     print("|---|---|---|---|---|")
     best = (-np.inf, None, None)
