@@ -51,9 +51,18 @@ def main(argv=None) -> None:
 
     train, test = load_lightgcn(args.data)
     params = _base_settings(args.loss, False, parse_overrides(args.set))
+
+    def progress(model, epoch):
+        # one line per epoch on stderr, so a long curve can be read while it runs
+        print(
+            f"epoch {epoch + 1}: test Recall@20 {model.validation_scores_[-1]:.4f}",
+            file=sys.stderr,
+            flush=True,
+        )
+
     model = MF(
         args.loss, n_epochs=args.epochs, random_state=args.seed, n_jobs=args.n_jobs, **params
-    ).fit(train, validation_data=test)
+    ).fit(train, validation_data=test, callback=progress)
     curve = model.validation_scores_
     # the per-epoch score must be the protocol's Recall@20: fit() keeps the factors of the
     # best-scoring epoch, so check that epoch against linrec.metrics.evaluate
