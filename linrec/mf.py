@@ -64,7 +64,9 @@ class MF(BaseRecommender):
         minibatch and scores every pair of the batch against them. Each pair sees N
         independent draws from the sampler either way (the loss has the same expectation),
         but "batch" keeps the N item rows in cache and is many times faster on large
-        catalogues.
+        catalogues. The optimiser sees different updates, though: with "pair" nearly every
+        item row changes in every batch, so the two want different step sizes (the docs'
+        loss page gives a measured "pair" setting for CCL).
     temperature : float, default=0.1
         t of the softmax-type losses (s = y / t).
     negative_weight : float, default=1.0
