@@ -12,7 +12,9 @@ first decays its step size K times (reduce-on-plateau).
 The test file is read only with ``--test``, once, for the best grid point, trained on all
 of train for its best epoch count with the same step-size schedule.
 
-Results are appended to ``--out`` (one JSON line per grid point, with its curve).
+Results are appended to ``--out`` (one JSON line per grid point, with its curve); with
+``--test-out`` the refit's per-user test scores are saved too, for paired intervals between
+two losses (``benchmarks/paired_gain.py``).
 
 Example:
     python benchmarks/tune_mf.py --data ../shared/data/gowalla --loss bpr \\
@@ -85,6 +87,12 @@ def main(argv=None) -> None:
     parser.add_argument("--n-jobs", type=int, default=None)
     parser.add_argument("--test", action="store_true", help="test the best point once")
     parser.add_argument("--out", default="out/tune_mf.jsonl")
+    parser.add_argument(
+        "--test-out",
+        default=None,
+        help="with --test: save the per-user test Recall@20 / NDCG@20 here (.npz), for "
+        "paired intervals between losses (benchmarks/paired_gain.py)",
+    )
     args = parser.parse_args(argv)
     # per-epoch loss and validation Recall@20 from linrec.mf's logger
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -139,6 +147,16 @@ def main(argv=None) -> None:
             f"{result.mean('recall', 20):.4f} NDCG@20 {result.mean('ndcg', 20):.4f}",
             flush=True,
         )
+        if args.test_out:
+            np.savez(
+                args.test_out,
+                users=result.users,
+                recall=result.per_user["recall", 20],
+                ndcg=result.per_user["ndcg", 20],
+                loss=args.loss,
+                params=json.dumps(params),
+                epochs=epoch,
+            )
 
 
 if __name__ == "__main__":
