@@ -14,7 +14,8 @@ of train for its best epoch count with the same step-size schedule.
 
 Results are appended to ``--out`` (one JSON line per grid point, with its curve); with
 ``--test-out`` the refit's per-user test scores are saved too, for paired intervals between
-two losses (``benchmarks/paired_gain.py``).
+two losses (``benchmarks/paired_gain.py``). ``--refit-from FILE`` skips the grid and refits
+the best point recorded in an earlier ``--out`` file.
 
 Example:
     python benchmarks/tune_mf.py --data ../shared/data/gowalla --loss bpr \\
@@ -59,6 +60,42 @@ def run_point(loss, params, rest, val, args):
     return max(model.validation_scores_), epochs, milestones, model.validation_scores_, seconds
 
 
+def test_refit(args, train, test, params, epochs) -> None:
+    """Train ``params`` on all of train for ``epochs`` epochs and score the test file once."""
+    model = MF(args.loss, n_epochs=epochs, random_state=args.seed, n_jobs=args.n_jobs, **params)
+    model.fit(train)
+    result = evaluate(model, train, test, k=(20,), fold_in=False, n_jobs=args.n_jobs)
+    print(
+        f"test, best point {params} for {epochs} epochs: Recall@20 "
+        f"{result.mean('recall', 20):.4f} NDCG@20 {result.mean('ndcg', 20):.4f}",
+        flush=True,
+    )
+    if args.test_out:
+        np.savez(
+            args.test_out,
+            users=result.users,
+            recall=result.per_user["recall", 20],
+            ndcg=result.per_user["ndcg", 20],
+            loss=args.loss,
+            params=json.dumps(params),
+            epochs=epochs,
+        )
+
+
+def best_record(path, args) -> dict:
+    """The highest-validation record of ``path`` for this loss, data set and seed."""
+    with open(path) as fh:
+        records = [json.loads(line) for line in fh if line.strip()]
+    mine = [
+        r
+        for r in records
+        if r["loss"] == args.loss and r["data"] == args.data and r["seed"] == args.seed
+    ]
+    if not mine:
+        raise SystemExit(f"no record for {args.loss} on {args.data}, seed {args.seed} in {path}")
+    return max(mine, key=lambda r: r["val_recall"])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="LightGCN-format folder")
@@ -93,11 +130,23 @@ def main(argv=None) -> None:
         help="with --test: save the per-user test Recall@20 / NDCG@20 here (.npz), for "
         "paired intervals between losses (benchmarks/paired_gain.py)",
     )
+    parser.add_argument(
+        "--refit-from",
+        default=None,
+        help="skip the grid: refit and test the best point recorded in this --out file "
+        "(same loss, data and seed), e.g. to save its per-user scores with --test-out",
+    )
     args = parser.parse_args(argv)
     # per-epoch loss and validation Recall@20 from linrec.mf's logger
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
     train, test = load_lightgcn(args.data)
+    if args.refit_from:
+        record = best_record(args.refit_from, args)
+        params = {**record["params"], "learning_rate_milestones": record["milestones"]}
+        print(f"# refit of {args.refit_from}: validation Recall@20 {record['val_recall']:.4f}")
+        test_refit(args, train, test, params, record["epochs"])
+        return
     base = _base_settings(args.loss, False, parse_overrides(args.set))
     axes = {}
     for axis in args.grid:
@@ -137,26 +186,7 @@ def main(argv=None) -> None:
         if score > best[0]:
             best = (score, {**params, "learning_rate_milestones": milestones}, epoch)
     if args.test:
-        score, params, epoch = best
-        model = MF(
-            args.loss, n_epochs=epoch, random_state=args.seed, n_jobs=args.n_jobs, **params
-        ).fit(train)
-        result = evaluate(model, train, test, k=(20,), fold_in=False, n_jobs=args.n_jobs)
-        print(
-            f"test, best point {params} for {epoch} epochs: Recall@20 "
-            f"{result.mean('recall', 20):.4f} NDCG@20 {result.mean('ndcg', 20):.4f}",
-            flush=True,
-        )
-        if args.test_out:
-            np.savez(
-                args.test_out,
-                users=result.users,
-                recall=result.per_user["recall", 20],
-                ndcg=result.per_user["ndcg", 20],
-                loss=args.loss,
-                params=json.dumps(params),
-                epochs=epoch,
-            )
+        test_refit(args, train, test, best[1], best[2])
 
 
 if __name__ == "__main__":
