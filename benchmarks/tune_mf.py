@@ -137,6 +137,8 @@ def main(argv=None) -> None:
         "(same loss, data and seed), e.g. to save its per-user scores with --test-out",
     )
     args = parser.parse_args(argv)
+    if args.test_out and not (args.test or args.refit_from):
+        parser.error("--test-out needs --test or --refit-from (only a refit is saved)")
     # per-epoch loss and validation Recall@20 from linrec.mf's logger
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
