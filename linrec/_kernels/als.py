@@ -62,6 +62,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from linrec._kernels.prefetch import PREFETCH_AHEAD, prefetch_entry
+
 __all__ = [
     "chunk_bounds",
     "data_term",
@@ -254,12 +256,14 @@ def rotate_rows(A, V, out=None):
 
 
 @njit(cache=True)
-def _add_entries(A, b, other, indices, extra, rhs, start, end):
+def _add_entries(A, b, other, indices, extra, rhs, start, end, limit):
     # A (lower triangle) += sum_i e_i q_i q_i^T and b += sum_i t_i q_i over the row's entries,
     # four entries per pass over the triangle: A is loaded and stored 4x less often.
     d = b.shape[0]
     idx = start
     while idx + 4 <= end:
+        for k in range(4):
+            prefetch_entry(other, indices, idx + PREFETCH_AHEAD + k, limit)
         q0 = other[indices[idx]]
         q1 = other[indices[idx + 1]]
         q2 = other[indices[idx + 2]]
@@ -277,6 +281,7 @@ def _add_entries(A, b, other, indices, extra, rhs, start, end):
                 Aa[k] += a0 * q0[k] + a1 * q1[k] + a2 * q2[k] + a3 * q3[k]
         idx += 4
     while idx < end:
+        prefetch_entry(other, indices, idx + PREFETCH_AHEAD, limit)
         q = other[indices[idx]]
         e = extra[idx]
         t = rhs[idx]
@@ -290,7 +295,7 @@ def _add_entries(A, b, other, indices, extra, rhs, start, end):
 
 
 @njit(cache=True)
-def _add_entries_gemm(A, b, other, indices, extra, rhs, start, end, W, Qp, T):
+def _add_entries_gemm(A, b, other, indices, extra, rhs, start, end, limit, W, Qp, T):
     # The same sums as _add_entries for long rows: entries in pieces of up to d, gathered
     # into contiguous scratch (Qp the rows, W the rows times e) so that each piece's
     # sum e q q^T is one BLAS gemm (W^T Qp) instead of scalar loops over the triangle.
@@ -299,6 +304,7 @@ def _add_entries_gemm(A, b, other, indices, extra, rhs, start, end, W, Qp, T):
     while idx < end:
         m = min(d, end - idx)
         for k in range(m):
+            prefetch_entry(other, indices, idx + k + PREFETCH_AHEAD, limit)
             q = other[indices[idx + k]]
             e = extra[idx + k]
             t = rhs[idx + k]
@@ -318,7 +324,7 @@ def _add_entries_gemm(A, b, other, indices, extra, rhs, start, end, W, Qp, T):
 
 
 @njit(cache=True)
-def _low_rank_row(D, other, indices, extra, rhs, start, n_u, W, M, y, s, x):
+def _low_rank_row(D, other, indices, extra, rhs, start, n_u, limit, W, M, y, s, x):
     """Exact solve of (D + U^T E U) x = U^T t for a row with n_u < d entries (e >= 0).
 
     D is the diagonal (eigenbasis) part, U the row's n_u rotated factor rows. With
@@ -333,6 +339,7 @@ def _low_rank_row(D, other, indices, extra, rhs, start, n_u, W, M, y, s, x):
     for a in range(d):
         x[a] = 1 / np.sqrt(D[a])
     for k in range(n_u):
+        prefetch_entry(other, indices, start + k + PREFETCH_AHEAD, limit)
         q = other[indices[start + k]]
         Wk = W[k]
         for a in range(d):
@@ -415,6 +422,7 @@ def _solve_exact_rotated(
         b = np.empty(d, dtype=out.dtype)
         D = np.empty(d, dtype=out.dtype)
         s = np.empty(d, dtype=out.dtype)
+        limit = indptr[bounds[c + 1]]  # prefetching runs ahead into the chunk's next rows
         for u in range(bounds[c], bounds[c + 1]):
             start = indptr[u]
             end = indptr[u + 1]
@@ -440,7 +448,9 @@ def _solve_exact_rotated(
                     if extra[idx] < 0:
                         low_rank = False
                         break
-            if low_rank and _low_rank_row(D, other, indices, extra, rhs, start, n_u, W, A, b, s, x):
+            if low_rank and _low_rank_row(
+                D, other, indices, extra, rhs, start, n_u, limit, W, A, b, s, x
+            ):
                 continue
             for a in range(d):
                 Aa = A[a]
@@ -449,9 +459,9 @@ def _solve_exact_rotated(
                 Aa[a] = D[a]
                 b[a] = 0
             if n_u >= _GEMM_MIN_ENTRIES:
-                _add_entries_gemm(A, b, other, indices, extra, rhs, start, end, W, Qp, T)
+                _add_entries_gemm(A, b, other, indices, extra, rhs, start, end, limit, W, Qp, T)
             else:
-                _add_entries(A, b, other, indices, extra, rhs, start, end)
+                _add_entries(A, b, other, indices, extra, rhs, start, end, limit)
             if _cholesky_solve(A, b, d):
                 x[:] = b
             else:
@@ -514,6 +524,7 @@ def _solve_cg_rotated(
         Ap = np.empty(d, dtype=factors.dtype)
         D = np.empty(d, dtype=factors.dtype)
         Qu = np.empty((max(max_row, 1), d), dtype=factors.dtype)
+        limit = indptr[bounds[c + 1]]  # prefetching runs ahead into the chunk's next rows
         for u in range(bounds[c], bounds[c + 1]):
             start = indptr[u]
             end = indptr[u + 1]
@@ -530,6 +541,7 @@ def _solve_cg_rotated(
                 D[a] = cu * eigenvalues[a] + reg
                 r[a] = -D[a] * x[a]
             for k in range(n_u):
+                prefetch_entry(other, indices, start + k + PREFETCH_AHEAD, limit)
                 q = Qu[k]
                 q[:] = other[indices[start + k]]
                 coef = rhs[start + k] - extra[start + k] * _dot(q, x)
@@ -631,6 +643,7 @@ def solve_block(
         Gx = np.empty(d, dtype=factors.dtype)
         pred = np.empty(max(max_row, 1), dtype=factors.dtype)
         Qu = np.empty((max(max_row, 1), d), dtype=factors.dtype)
+        limit = indptr[bounds[c + 1]]  # prefetching runs ahead into the chunk's next rows
         for u in range(bounds[c], bounds[c + 1]):
             start = indptr[u]
             end = indptr[u + 1]
@@ -645,6 +658,7 @@ def solve_block(
             # gather the row's q_i (every block pass reads them), predictions of the observed
             # entries and G x; the last two are kept current after each block step
             for k in range(n_u):
+                prefetch_entry(other, indices, start + k + PREFETCH_AHEAD, limit)
                 Qu[k, :] = other[indices[start + k]]
                 pred[k] = _dot(Qu[k], x)
             _gram_matvec(gram, x, Gx, cu)
@@ -725,9 +739,11 @@ def data_term(indptr, indices, extra, rhs, P, Q, bounds):
     partial = np.zeros(n_chunks, dtype=np.float64)
     for c in prange(n_chunks):
         acc = 0.0
+        limit = indptr[bounds[c + 1]]
         for u in range(bounds[c], bounds[c + 1]):
             pu = P[u]
             for idx in range(indptr[u], indptr[u + 1]):
+                prefetch_entry(Q, indices, idx + PREFETCH_AHEAD, limit)
                 q = Q[indices[idx]]
                 y = 0.0
                 for a in range(pu.shape[0]):
