@@ -20,9 +20,10 @@ from numba.extending import intrinsic
 __all__ = ["PREFETCH_AHEAD", "prefetch_entry", "prefetch_row"]
 
 # Entries ahead of the one being processed whose rows are requested. Measured on the
-# synthetic 10M matrix, CG with 3 steps, 2 threads: 8 ahead took the kernel from 0.65 s to
-# 0.38 s at d = 64 and from 2.35 s to 1.87 s at d = 256 (32 ahead was slower at d = 64).
-PREFETCH_AHEAD = 8
+# synthetic 10M matrix, CG kernel with 3 steps, 2 threads, best of 3 runs: no prefetch (one
+# run) 0.65 s (d = 64) / 2.35 s (d = 256); 8 ahead 0.31 / 1.65 s; 12 ahead 0.30 / 1.45 s;
+# 16 ahead 0.34 / 1.47 s; 32 ahead was slower again at d = 64 (0.53 s).
+PREFETCH_AHEAD = 12
 
 _CACHE_LINE = 64
 
