@@ -54,7 +54,7 @@ def test_prefetch_is_a_no_op_for_non_contiguous_rows(rng):
     indices = rng.integers(0, 30, 40).astype(np.int64)
     _prefetch_every_row(other)
     np.testing.assert_array_equal(_gather_sum(other, indices, 4), _gather_sum(other, indices, 0))
-    signature = [s for s in _prefetch_every_row.signatures if s[0].layout == "F"][0]
+    signature = next(s for s in _prefetch_every_row.signatures if s[0].layout == "F")
     assert "llvm.prefetch" not in _prefetch_every_row.inspect_llvm(signature)
 
 
