@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from linrec.reproduce import _mean_ci
+from linrec.reproduce import paired_gain
 
 
 def main(argv=None) -> None:
@@ -32,11 +32,10 @@ def main(argv=None) -> None:
         raise SystemExit("the two files score different users: not the same test set")
     print(f"{a['loss']} ({args.better}) vs {b['loss']} ({args.reference}), {a['users'].size} users")
     for metric in ("recall", "ndcg"):
-        mean_a, mean_b = a[metric].mean(), b[metric].mean()
-        diff, half_width = _mean_ci(a[metric] - b[metric])
+        gain, diff, half_width = paired_gain(a[metric], b[metric])
         print(
-            f"{metric}@20: {mean_a:.4f} vs {mean_b:.4f}, gain {100 * (mean_a / mean_b - 1):+.1f}%, "
-            f"paired difference {diff:+.4f} ± {half_width:.4f}"
+            f"{metric}@20: {a[metric].mean():.4f} vs {b[metric].mean():.4f}, "
+            f"gain {100 * gain:+.1f}%, paired difference {diff:+.4f} ± {half_width:.4f}"
         )
 
 

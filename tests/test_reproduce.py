@@ -8,7 +8,14 @@ import json
 import numpy as np
 import pytest
 
-from linrec.reproduce import add_arguments, grid_points, planted_data, run, split_validation
+from linrec.reproduce import (
+    add_arguments,
+    grid_points,
+    paired_gain,
+    planted_data,
+    run,
+    split_validation,
+)
 
 
 def _args(tmp_path, *extra):
@@ -136,3 +143,21 @@ def test_linrec_reproduce_command(tmp_path, capsys):
     assert "| bpr |" in (out / "results.md").read_text()
     assert main(["reproduce", "--epochs", "0", "--out", str(out)]) == 1
     assert "--epochs must be >= 1" in capsys.readouterr().err
+
+
+def test_paired_gain_matches_the_formulas(rng):
+    a = rng.random(500)
+    b = rng.random(500)
+    gain, diff, half = paired_gain(a, b)
+    assert gain == pytest.approx(a.mean() / b.mean() - 1, rel=1e-12)
+    assert diff == pytest.approx((a - b).mean(), rel=1e-12)
+    assert half == pytest.approx(1.96 * (a - b).std(ddof=1) / np.sqrt(500), rel=1e-12)
+    # pairing: a shared per-user offset leaves the interval unchanged
+    offset = 10 * rng.random(500)
+    assert paired_gain(a + offset, b + offset)[2] == pytest.approx(half, rel=1e-9)
+
+
+def test_paired_gain_rejects_unpaired_scores_and_zero_reference():
+    with pytest.raises(ValueError, match="equal length"):
+        paired_gain(np.ones(3), np.ones(4))
+    assert np.isnan(paired_gain(np.ones(3), np.zeros(3))[0])
