@@ -28,7 +28,10 @@ Gram matrix ``G_user = sum_u c_u p_u p_u^T`` and ``row_weight`` is 1 for every i
 
 Three solvers, each a numba ``prange`` over chunks of rows. Every row is computed by one
 thread from its own inputs and written to its own output row, so results do not depend on
-the schedule. Per-chunk scratch is allocated once per chunk, never per row.
+the schedule. Per-chunk scratch is allocated once per chunk, never per row. Every loop that
+reads the other side's rows entry by entry asks the CPU for the row ``PREFETCH_AHEAD``
+entries ahead (:mod:`linrec._kernels.prefetch`): the rows come from a table usually larger
+than the cache, in an order only the kernel knows.
 
 The exact and CG solvers work in the eigenbasis of the Gram matrix, ``G = V diag(lambda) V^T``
 (one float64 ``eigh`` of a d x d matrix per half-step). Rotating the other side's factors
