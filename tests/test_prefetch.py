@@ -45,8 +45,8 @@ def test_gather_with_prefetch_equals_without(rng, dtype, width):
 def test_prefetch_compiles_to_llvm_prefetch_for_c_arrays():
     other = np.ones((4, 8), dtype=np.float32)
     _prefetch_every_row(other)
-    ir = next(iter(_prefetch_every_row.inspect_llvm().values()))
-    assert "llvm.prefetch" in ir
+    signature = next(s for s in _prefetch_every_row.signatures if s[0].layout == "C")
+    assert "llvm.prefetch" in _prefetch_every_row.inspect_llvm(signature)
 
 
 def test_prefetch_is_a_no_op_for_non_contiguous_rows(rng):
