@@ -416,6 +416,40 @@ def test_cg_and_block_converge_to_cholesky(rng, params):
     np.testing.assert_allclose(P, exact, atol=1e-11)
 
 
+def _block_sweeps_reference(args, P0, block_size, n_sweeps):
+    """iALS++ written out: per block, numpy.linalg.solve of the block's normal equations."""
+    indptr, indices, extra, rhs, c, reg, gram, Q = args
+    P = P0.astype(np.float64).copy()
+    d = P.shape[1]
+    for u in range(P.shape[0]):
+        sl = slice(indptr[u], indptr[u + 1])
+        Qu, e, t = Q[indices[sl]], extra[sl], rhs[sl]
+        A = c[u] * gram + Qu.T @ (e[:, None] * Qu) + reg[u] * np.eye(d)
+        rhs_u = Qu.T @ t
+        for _ in range(n_sweeps):
+            for s in range(0, d, block_size):
+                B = slice(s, min(s + block_size, d))
+                others = rhs_u[B] - A[B] @ P[u] + A[B, B] @ P[u, B]
+                P[u, B] = np.linalg.solve(A[B, B], others)
+    return P
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 4, 7])
+@pytest.mark.parametrize("params", OBJECTIVE_PARAMS[1::2], ids=lambda p: p["objective"])
+def test_block_sweeps_match_numpy_reference(rng, params, block_size):
+    # d = 7: blocks of 3 leave a last block of 1; rows of 0 to 16 entries take both the
+    # four-entry and the one-entry paths of the kernel
+    _, args, P0, bounds = _system(rng, params)
+    status = np.zeros(P0.shape[0], np.int8)
+    for sweeps in (1, 2):
+        P = P0.copy()
+        solve_block(*args, P, bounds, block_size, sweeps, 20, status)
+        assert not status.any()
+        np.testing.assert_allclose(
+            P, _block_sweeps_reference(args, P0, block_size, sweeps), atol=1e-10
+        )
+
+
 def test_data_term_matches_numpy(rng):
     params = OBJECTIVE_PARAMS[2]
     X, args, P0, bounds = _system(rng, params, dtype=np.float32)

@@ -636,16 +636,21 @@ def solve_block(
 ):
     """iALS++ row update: ``n_sweeps`` sweeps of exact block-coordinate minimisation.
 
-    ``max_row`` is the largest number of entries in a row (scratch size for predictions).
+    ``max_row`` is the largest number of entries in a row (scratch size for the gathered rows
+    and the entries' coefficients).
     """
     d = factors.shape[1]
+    b = block_size
+    n_blocks = (d + b - 1) // b
     n_chunks = bounds.shape[0] - 1
     for c in prange(n_chunks):
-        H = np.empty((block_size, block_size), dtype=factors.dtype)
-        g = np.empty(block_size, dtype=factors.dtype)
+        H = np.empty((b, b), dtype=factors.dtype)
+        g = np.empty(b, dtype=factors.dtype)
         Gx = np.empty(d, dtype=factors.dtype)
-        pred = np.empty(max(max_row, 1), dtype=factors.dtype)
-        Qu = np.empty((max(max_row, 1), d), dtype=factors.dtype)
+        coef = np.empty(max(max_row, 1), dtype=factors.dtype)
+        # the row's q_i block-major: Qb[blk, k] is entry k's slice of block blk, so every
+        # block step reads contiguous, fixed-length vectors
+        Qb = np.zeros((n_blocks, max(max_row, 1), b), dtype=factors.dtype)
         limit = indptr[bounds[c + 1]]  # prefetching runs ahead into the chunk's next rows
         for u in range(bounds[c], bounds[c + 1]):
             start = indptr[u]
@@ -658,60 +663,63 @@ def solve_block(
             x = factors[u]
             cu = row_weight[u]
             reg = row_reg[u]
-            # gather the row's q_i (every block pass reads them), predictions of the observed
-            # entries and G x; the last two are kept current after each block step
+            # gather, and the gradient coefficient of every observed entry, e y - b with
+            # y = q . x its prediction, kept current after each block step (as is G x)
             for k in range(n_u):
                 prefetch_entry(other, indices, start + k + PREFETCH_AHEAD, limit)
-                Qu[k, :] = other[indices[start + k]]
-                pred[k] = _dot(Qu[k], x)
+                q = other[indices[start + k]]
+                for blk in range(n_blocks):
+                    s = blk * b
+                    Qk = Qb[blk, k]
+                    for t in range(min(b, d - s)):
+                        Qk[t] = q[s + t]
+                coef[k] = extra[start + k] * _dot(q, x) - rhs[start + k]
             _gram_matvec(gram, x, Gx, cu)
             for _ in range(n_sweeps):
-                for s in range(0, d, block_size):
-                    e_ = min(s + block_size, d)
-                    m = e_ - s
-                    # block Hessian (lower triangle) and gradient (both halved)
+                for blk in range(n_blocks):
+                    s = blk * b
+                    m = min(b, d - s)
+                    QB = Qb[blk]
+                    # block Hessian (full square: fixed-length rows vectorise better than a
+                    # triangle) and gradient, both halved
                     for a in range(m):
                         Ga = gram[s + a]
                         Ha = H[a]
-                        for t in range(a + 1):
+                        for t in range(m):
                             Ha[t] = cu * Ga[s + t]
                         Ha[a] += reg
                         g[a] = Gx[s + a] + reg * x[s + a]
-                    # four entries per pass over the block triangle
+                    # four entries per pass over H
                     k = 0
                     while k + 4 <= n_u:
-                        q0, q1, q2, q3 = Qu[k], Qu[k + 1], Qu[k + 2], Qu[k + 3]
+                        q0, q1, q2, q3 = QB[k], QB[k + 1], QB[k + 2], QB[k + 3]
                         e0 = extra[start + k]
                         e1 = extra[start + k + 1]
                         e2 = extra[start + k + 2]
                         e3 = extra[start + k + 3]
-                        c0 = e0 * pred[k] - rhs[start + k]
-                        c1 = e1 * pred[k + 1] - rhs[start + k + 1]
-                        c2 = e2 * pred[k + 2] - rhs[start + k + 2]
-                        c3 = e3 * pred[k + 3] - rhs[start + k + 3]
+                        c0, c1, c2, c3 = coef[k], coef[k + 1], coef[k + 2], coef[k + 3]
+                        for t in range(m):
+                            g[t] += c0 * q0[t] + c1 * q1[t] + c2 * q2[t] + c3 * q3[t]
                         for a in range(m):
-                            sa = s + a
-                            g[a] += c0 * q0[sa] + c1 * q1[sa] + c2 * q2[sa] + c3 * q3[sa]
-                            a0 = e0 * q0[sa]
-                            a1 = e1 * q1[sa]
-                            a2 = e2 * q2[sa]
-                            a3 = e3 * q3[sa]
+                            a0 = e0 * q0[a]
+                            a1 = e1 * q1[a]
+                            a2 = e2 * q2[a]
+                            a3 = e3 * q3[a]
                             Ha = H[a]
-                            for t in range(a + 1):
-                                st = s + t
-                                Ha[t] += a0 * q0[st] + a1 * q1[st] + a2 * q2[st] + a3 * q3[st]
+                            for t in range(m):
+                                Ha[t] += a0 * q0[t] + a1 * q1[t] + a2 * q2[t] + a3 * q3[t]
                         k += 4
                     while k < n_u:
-                        q = Qu[k]
+                        q = QB[k]
                         ew = extra[start + k]
-                        coef = ew * pred[k] - rhs[start + k]
+                        ck = coef[k]
+                        for t in range(m):
+                            g[t] += ck * q[t]
                         for a in range(m):
-                            qa = q[s + a]
-                            g[a] += coef * qa
-                            eqa = ew * qa
+                            eqa = ew * q[a]
                             Ha = H[a]
-                            for t in range(a + 1):
-                                Ha[t] += eqa * q[s + t]
+                            for t in range(m):
+                                Ha[t] += eqa * q[t]
                         k += 1
                     for a in range(m):
                         g[a] = -g[a]
@@ -722,7 +730,7 @@ def solve_block(
                     for a in range(m):
                         x[s + a] += g[a]
                     for k in range(n_u):
-                        pred[k] += _dot(Qu[k][s:e_], g[:m])
+                        coef[k] += extra[start + k] * _dot(QB[k, :m], g[:m])
                     for a in range(m):
                         ga = cu * g[a]
                         Gr = gram[s + a]
