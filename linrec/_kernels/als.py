@@ -52,9 +52,11 @@ with it. In that basis the shared part ``c_u G + reg_u I`` of every system is th
   increases ``f_u`` (it minimises f_u over a growing Krylov space around the start).
 - :func:`solve_block`: Rendle et al.'s iALS++ subspace solver: for each block of ``block_size``
   coordinates, the exact minimiser of ``f_u`` over that block with the rest fixed (a
-  ``block_size`` x ``block_size`` Cholesky), using predictions of the observed entries kept up
-  to date. Cost per sweep O(n_u d b + d b^2 + d^2) for block size b. Each block step is an
-  exact minimisation, so ``f_u`` never increases; with ``block_size = d`` one sweep is exact.
+  ``block_size`` x ``block_size`` Cholesky), keeping the observed entries' gradient
+  coefficients and ``G x`` up to date. The row's gathered factors are stored block by block,
+  so each block step reads contiguous vectors. Cost per sweep O(n_u d b + d b^2 + d^2) for
+  block size b. Each block step is an exact minimisation, so ``f_u`` never increases; with
+  ``block_size = d`` one sweep is exact.
 
 Status codes written per row: 0 success, 1 system not positive definite (Cholesky pivot <= 0
 or a CG curvature <= 0): the estimator turns them into a clear error.
