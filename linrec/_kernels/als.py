@@ -652,7 +652,7 @@ def solve_block(
         coef = np.empty(max(max_row, 1), dtype=factors.dtype)
         # the row's q_i block-major: Qb[blk, k] is entry k's slice of block blk, so every
         # block step reads contiguous, fixed-length vectors
-        Qb = np.zeros((n_blocks, max(max_row, 1), b), dtype=factors.dtype)
+        Qb = np.empty((n_blocks, max(max_row, 1), b), dtype=factors.dtype)
         limit = indptr[bounds[c + 1]]  # prefetching runs ahead into the chunk's next rows
         for u in range(bounds[c], bounds[c + 1]):
             start = indptr[u]
