@@ -280,18 +280,25 @@ def _row_objective(args, P):
     return np.asarray(vals)
 
 
+def _row_normal_equations(args, u):
+    """Row u's d x d system ``A x = b`` of the kernels' arguments, dense, in float64."""
+    indptr, indices, extra, rhs, c, reg, gram, Q = args
+    sl = slice(indptr[u], indptr[u + 1])
+    Qu = Q[indices[sl]].astype(np.float64)
+    A = c[u] * gram + Qu.T @ (extra[sl][:, None] * Qu) + reg[u] * np.eye(Q.shape[1])
+    return A, Qu.T @ rhs[sl]
+
+
 def _assert_cholesky_solves_each_row(args, P0, bounds):
     """The Cholesky kernel's rows equal numpy.linalg.solve of each row's normal equations."""
-    indptr, indices, extra, rhs, c, reg, gram, Q = args
     P = P0.copy()
     status = np.zeros(P.shape[0], np.int8)
     solve_cholesky(*args, P, bounds, status)
     assert not status.any()
     for u in range(P.shape[0]):
-        sl = slice(indptr[u], indptr[u + 1])
-        Qu = Q[indices[sl]]
-        A = c[u] * gram + Qu.T @ (extra[sl][:, None] * Qu) + reg[u] * np.eye(Q.shape[1])
-        np.testing.assert_allclose(P[u], np.linalg.solve(A, Qu.T @ rhs[sl]), atol=1e-11)
+        np.testing.assert_allclose(
+            P[u], np.linalg.solve(*_row_normal_equations(args, u)), atol=1e-11
+        )
 
 
 @pytest.mark.parametrize("params", OBJECTIVE_PARAMS[::2], ids=lambda p: p["objective"])
@@ -361,17 +368,13 @@ def reference_cg(A, b, x, n_steps):
 @pytest.mark.parametrize("d", [5, 16])
 def test_cg_kernel_iterates_equal_reference_cg(rng, d):
     _, args, P0, bounds = _system(rng, OBJECTIVE_PARAMS[2], d=d)
-    indptr, indices, extra, rhs, c, reg, gram, Q = args
     status = np.zeros(P0.shape[0], np.int8)
     for steps in (1, 2, 4):
         P = P0.copy()
         solve_cg(*args, P, bounds, steps, 20, status)
         assert not status.any()
         for u in range(P.shape[0]):
-            sl = slice(indptr[u], indptr[u + 1])
-            Qu = Q[indices[sl]]
-            A = c[u] * gram + Qu.T @ (extra[sl][:, None] * Qu) + reg[u] * np.eye(d)
-            want = reference_cg(A, Qu.T @ rhs[sl], P0[u], steps)
+            want = reference_cg(*_row_normal_equations(args, u), P0[u], steps)
             np.testing.assert_allclose(P[u], want, atol=1e-10)
 
 
@@ -418,14 +421,10 @@ def test_cg_and_block_converge_to_cholesky(rng, params):
 
 def _block_sweeps_reference(args, P0, block_size, n_sweeps):
     """iALS++ written out: per block, numpy.linalg.solve of the block's normal equations."""
-    indptr, indices, extra, rhs, c, reg, gram, Q = args
     P = P0.astype(np.float64).copy()
     d = P.shape[1]
     for u in range(P.shape[0]):
-        sl = slice(indptr[u], indptr[u + 1])
-        Qu, e, t = Q[indices[sl]], extra[sl], rhs[sl]
-        A = c[u] * gram + Qu.T @ (e[:, None] * Qu) + reg[u] * np.eye(d)
-        rhs_u = Qu.T @ t
+        A, rhs_u = _row_normal_equations(args, u)
         for _ in range(n_sweeps):
             for s in range(0, d, block_size):
                 B = slice(s, min(s + block_size, d))
