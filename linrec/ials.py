@@ -22,6 +22,7 @@ from linrec._kernels.als import (
     chunk_bounds,
     data_term,
     solve_rows,
+    weighted_gram,
 )
 from linrec._threading import blas_threads, numba_threads, resolve_n_jobs
 from linrec._validation import check_interactions, check_random_state_seed
@@ -200,16 +201,6 @@ def regularization_scale(counts: np.ndarray, offset: float, n_other: int, expone
         return np.ones_like(base)
     with np.errstate(divide="ignore"):
         return np.power(base, float(exponent))
-
-
-def weighted_gram(A: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """``sum_r w_r a_r a_r^T`` over the rows of ``A`` (``A^T A`` when ``weights`` is None).
-
-    The weights are cast to ``A``'s dtype first, so the product runs in that dtype.
-    """
-    if weights is None:
-        return A.T @ A
-    return (A * weights.astype(A.dtype, copy=False)[:, None]).T @ A
 
 
 def first_negative_entry(indptr, indices, row_weight, extra, item_weight=None):
@@ -701,6 +692,11 @@ class IALS(TransformerMixin, BaseRecommender):
         # the C_u go into the weighted Gram matrix of the item half-step
         item_side = (i_indptr, i_indices, i_extra, i_rhs, self.item_weights_, item_reg, i_bounds)
         gram_items = self._gram_item_weights()
+        # One buffer for the rotated other side of every eigenbasis half-step: a fresh array
+        # per call costs page faults as long as the rotation itself. iALS++ needs it for the
+        # final exact user step only.
+        ws_rows = n_items if self.solver == "ialspp" else max(n_users, n_items)
+        ws = np.empty((ws_rows, d), dtype=dtype)
 
         self.objective_ = []
         self.epoch_times_ = []
@@ -712,8 +708,8 @@ class IALS(TransformerMixin, BaseRecommender):
         bar = tqdm(epochs, desc="IALS", disable=not self.verbose, leave=False)
         for epoch in bar:
             t0 = time.perf_counter()
-            self._half_step(user_side, P, Q, gram_items, f"epoch {epoch}", "user")
-            self._half_step(item_side, Q, P, row_weight, f"epoch {epoch}", "item")
+            self._half_step(user_side, P, Q, gram_items, f"epoch {epoch}", "user", workspace=ws)
+            self._half_step(item_side, Q, P, row_weight, f"epoch {epoch}", "item", workspace=ws)
             self.epoch_times_.append(time.perf_counter() - t0)
             self.objective_.append(self._objective(user_side, P, Q, item_reg))
             self.user_factors_ = P
@@ -747,11 +743,15 @@ class IALS(TransformerMixin, BaseRecommender):
         else:
             self.best_epoch_ = self.n_epochs_
         # Final exact user step: stored user factors equal the fold-in of the training rows.
-        self._half_step(user_side, P, Q, gram_items, "final exact step", "user", exact=True)
+        self._half_step(
+            user_side, P, Q, gram_items, "final exact step", "user", exact=True, workspace=ws
+        )
         self.user_factors_ = P
         self.item_factors_ = Q
 
-    def _half_step(self, side, F, other, gram_weight, stage, side_name, *, exact=False):
+    def _half_step(
+        self, side, F, other, gram_weight, stage, side_name, *, exact=False, workspace=None
+    ):
         """Update the rows of ``F`` (in place) given the other side's factors ``other``.
 
         ``gram_weight`` (per row of ``other``) weights the shared Gram matrix: for the user
@@ -786,6 +786,7 @@ class IALS(TransformerMixin, BaseRecommender):
                 block_size=self.block_size,
                 block_sweeps=self.block_sweeps,
                 max_row=max_row,
+                workspace=workspace,
             )
         if status.any():
             row = int(np.flatnonzero(status)[0])

@@ -40,7 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, clone
 
-from linrec._kernels.als import chunk_bounds, data_term, solve_rows
+from linrec._kernels.als import chunk_bounds, data_term, solve_rows, weighted_gram
 from linrec._threading import numba_threads
 from linrec._validation import check_random_state_seed
 from linrec.ials import (
@@ -49,7 +49,6 @@ from linrec.ials import (
     item_weights,
     negative_weight_error,
     regularization_scale,
-    weighted_gram,
 )
 
 __all__ = ["SparkIALS", "fit_spark", "local_session"]

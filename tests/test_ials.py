@@ -15,7 +15,10 @@ from linrec._kernels.als import (
     solve_block,
     solve_cg,
     solve_cholesky,
+    solve_rows,
+    weighted_gram,
 )
+from linrec._threading import numba_threads
 from linrec.ials import IALS, item_weights, objective_terms
 from linrec.metrics import evaluate
 
@@ -365,17 +368,89 @@ def reference_cg(A, b, x, n_steps):
     return x
 
 
+@pytest.mark.parametrize("gather_max", [None, 6], ids=["gathered", "long-rows-in-place"])
 @pytest.mark.parametrize("d", [5, 16])
-def test_cg_kernel_iterates_equal_reference_cg(rng, d):
+def test_cg_kernel_iterates_equal_reference_cg(rng, d, gather_max):
+    # gather_max=6: every row with more than 6 entries (most of them) reads its factors from
+    # the table in every pass instead of a gathered copy
     _, args, P0, bounds = _system(rng, OBJECTIVE_PARAMS[2], d=d)
+    assert np.diff(args[0]).max() > 6 >= np.diff(args[0]).min()
     status = np.zeros(P0.shape[0], np.int8)
     for steps in (1, 2, 4):
         P = P0.copy()
-        solve_cg(*args, P, bounds, steps, 20, status)
+        solve_cg(*args, P, bounds, steps, 20, status, gather_max=gather_max)
         assert not status.any()
         for u in range(P.shape[0]):
             want = reference_cg(*_row_normal_equations(args, u), P0[u], steps)
             np.testing.assert_allclose(P[u], want, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cg_long_rows_in_place_equal_gathered(rng, dtype):
+    # the in-place path does the gathered path's arithmetic in the same order: same bits
+    _, args, P0, bounds = _system(rng, OBJECTIVE_PARAMS[2], d=16, dtype=dtype, density=0.5)
+    status = np.zeros(P0.shape[0], np.int8)
+    gathered = P0.copy()
+    solve_cg(*args, gathered, bounds, 3, 25, status)
+    for gather_max in (1, 5, 12):
+        P = P0.copy()
+        solve_cg(*args, P, bounds, 3, 25, status, gather_max=gather_max)
+        np.testing.assert_array_equal(P, gathered)
+
+
+@pytest.mark.parametrize("solver", ["cg", "cholesky"])
+def test_eigenbasis_solvers_workspace(rng, solver):
+    # the rotated other side may live in a caller's (larger) buffer: same rows; a buffer of
+    # the wrong shape or dtype is refused before any work
+    _, args, P0, bounds = _system(rng, OBJECTIVE_PARAMS[2], d=6)
+    Q = args[-1]
+    status = np.zeros(P0.shape[0], np.int8)
+    kw = dict(cg_steps=3, block_size=2, block_sweeps=1, max_row=25)
+    fresh = P0.copy()
+    solve_rows(solver, *args[:-2], args[-2], Q, fresh, bounds, status, **kw)
+    buffered = P0.copy()
+    workspace = np.full((Q.shape[0] + 4, 6), np.nan)
+    solve_rows(solver, *args[:-2], args[-2], Q, buffered, bounds, status, **kw, workspace=workspace)
+    np.testing.assert_array_equal(buffered, fresh)
+    for bad in (
+        np.empty((Q.shape[0] - 1, 6)),
+        np.empty((Q.shape[0], 5)),
+        np.empty((Q.shape[0], 6), np.float32),
+    ):
+        P = P0.copy()
+        with pytest.raises(ValueError, match="workspace must be"):
+            solve_rows(solver, *args[:-2], args[-2], Q, P, bounds, status, **kw, workspace=bad)
+        np.testing.assert_array_equal(P, P0)
+
+
+def test_rotate_rows_in_place_equals_copy(rng):
+    A = rng.standard_normal((150, 12)).astype(np.float32)
+    V = np.linalg.qr(rng.standard_normal((12, 12)))[0].astype(np.float32)
+    want = rotate_rows(A, V)
+    rotate_rows(A, V, out=A)
+    np.testing.assert_array_equal(A, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_rows", [0, 3, 700, 9000])
+def test_weighted_gram_matches_numpy_for_any_thread_count(rng, dtype, n_rows):
+    # row ranges and pieces of fixed size: 9000 rows span several 512-row pieces per range,
+    # 3 rows leave most ranges empty
+    A = rng.standard_normal((n_rows, 9)).astype(dtype)
+    w = rng.uniform(0.1, 3.0, n_rows)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    for weights in (None, w):
+        want = A.astype(np.float64).T @ (
+            A.astype(np.float64) * (1.0 if weights is None else weights[:, None])
+        )
+        results = []
+        for threads in (1, 2):
+            with numba_threads(threads):
+                results.append(weighted_gram(A, weights))
+        assert results[0].dtype == dtype and results[0].shape == (9, 9)
+        scale = max(1.0, np.abs(want).max())
+        np.testing.assert_allclose(results[0], want, atol=tol * scale)
+        np.testing.assert_array_equal(results[0], results[1])
 
 
 def test_rotation_does_not_depend_on_batch(rng):
