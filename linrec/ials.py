@@ -21,7 +21,10 @@ from linrec._base import BaseRecommender
 from linrec._kernels.als import (
     chunk_bounds,
     data_term,
+    gram_eigenbasis,
+    rotate_rows,
     solve_rows,
+    solve_rows_diagonal,
     weighted_gram,
 )
 from linrec._threading import blas_threads, numba_threads, resolve_n_jobs
@@ -201,6 +204,19 @@ def regularization_scale(counts: np.ndarray, offset: float, n_other: int, expone
         return np.ones_like(base)
     with np.errstate(divide="ignore"):
         return np.power(base, float(exponent))
+
+
+def _from_basis(F, basis, n_jobs, *, in_place=False):
+    """The rows of ``F`` (kept as ``F W`` in the common basis ``W``) in the original basis.
+
+    ``basis`` None means ``F`` is already in the original basis: a copy is returned, or
+    ``F`` itself with ``in_place``.
+    """
+    if basis is None:
+        return F if in_place else F.copy()
+    back = np.ascontiguousarray(basis.T, dtype=F.dtype)
+    with numba_threads(n_jobs):
+        return rotate_rows(F, back, out=F if in_place else None)
 
 
 def first_negative_entry(indptr, indices, row_weight, extra, item_weight=None):
@@ -692,11 +708,13 @@ class IALS(TransformerMixin, BaseRecommender):
         # the C_u go into the weighted Gram matrix of the item half-step
         item_side = (i_indptr, i_indices, i_extra, i_rhs, self.item_weights_, item_reg, i_bounds)
         gram_items = self._gram_item_weights()
-        # One buffer for the rotated other side of every eigenbasis half-step: a fresh array
-        # per call costs page faults as long as the rotation itself. iALS++ needs it for the
-        # final exact user step only.
-        ws_rows = n_items if self.solver == "ialspp" else max(n_users, n_items)
-        ws = np.empty((ws_rows, d), dtype=dtype)
+        # The eigenbasis solvers keep P and Q in one common orthonormal basis (P W, Q W):
+        # every score, norm and Gram quadratic form is unchanged by it, and each half-step
+        # turns both sides once into the eigenbasis of the Gram matrix it needs, instead of
+        # rotating the other side in and the solved rows in and back out (4 products of a
+        # factor matrix with a d x d matrix per epoch instead of 6). W is kept in float64;
+        # the factors are turned back before anything outside the loop sees them.
+        basis = np.eye(d) if self.solver in ("cg", "cholesky") else None
 
         self.objective_ = []
         self.epoch_times_ = []
@@ -708,10 +726,11 @@ class IALS(TransformerMixin, BaseRecommender):
         bar = tqdm(epochs, desc="IALS", disable=not self.verbose, leave=False)
         for epoch in bar:
             t0 = time.perf_counter()
-            self._half_step(user_side, P, Q, gram_items, f"epoch {epoch}", "user", workspace=ws)
-            self._half_step(item_side, Q, P, row_weight, f"epoch {epoch}", "item", workspace=ws)
+            self._half_step(user_side, P, Q, gram_items, f"epoch {epoch}", "user", basis=basis)
+            self._half_step(item_side, Q, P, row_weight, f"epoch {epoch}", "item", basis=basis)
             self.epoch_times_.append(time.perf_counter() - t0)
             self.objective_.append(self._objective(user_side, P, Q, item_reg))
+            # validation scores P Q^T are the same in the common basis
             self.user_factors_ = P
             self.item_factors_ = Q
             self.n_epochs_ = epoch
@@ -722,7 +741,7 @@ class IALS(TransformerMixin, BaseRecommender):
                 self.validation_scores_.append(recall)
                 message += f", validation Recall@{self.validation_k} {recall:.5f}"
                 if recall > best[0]:
-                    best = (recall, Q.copy())
+                    best = (recall, _from_basis(Q, basis, self.n_jobs))
                     self.best_epoch_ = epoch
                     stale = 0
                 else:
@@ -733,31 +752,36 @@ class IALS(TransformerMixin, BaseRecommender):
                     ):
                         stop = True
             logger.info(message)
-            if callback is not None and callback(self, epoch):
-                stop = True
+            if callback is not None:
+                self.user_factors_ = _from_basis(P, basis, self.n_jobs)
+                self.item_factors_ = _from_basis(Q, basis, self.n_jobs)
+                if callback(self, epoch):
+                    stop = True
             if stop:
                 break
         bar.close()
+        P = _from_basis(P, basis, self.n_jobs, in_place=True)
         if val is not None and best[1] is not None:
             Q = best[1]
         else:
+            Q = _from_basis(Q, basis, self.n_jobs, in_place=True)
             self.best_epoch_ = self.n_epochs_
         # Final exact user step: stored user factors equal the fold-in of the training rows.
-        self._half_step(
-            user_side, P, Q, gram_items, "final exact step", "user", exact=True, workspace=ws
-        )
+        self._half_step(user_side, P, Q, gram_items, "final exact step", "user", exact=True)
         self.user_factors_ = P
         self.item_factors_ = Q
 
-    def _half_step(
-        self, side, F, other, gram_weight, stage, side_name, *, exact=False, workspace=None
-    ):
+    def _half_step(self, side, F, other, gram_weight, stage, side_name, *, exact=False, basis=None):
         """Update the rows of ``F`` (in place) given the other side's factors ``other``.
 
         ``gram_weight`` (per row of ``other``) weights the shared Gram matrix: for the user
         step the item weights g_i (G = sum_i g_i q_i q_i^T), or None without item weighting
         (plain Q^T Q); for the item step the users' unobserved weights C_u
         (G_user = sum_u C_u p_u p_u^T).
+
+        With ``basis`` (the float64 d x d matrix W of the common basis, eigenbasis solvers
+        only), ``F`` and ``other`` are both turned in place into the eigenbasis of the Gram
+        matrix, the rows are solved there, and ``basis`` is updated to match.
         """
         indptr, indices, extra, rhs, row_weight, reg, bounds = side
         status = np.zeros(F.shape[0], dtype=np.int8)
@@ -769,25 +793,46 @@ class IALS(TransformerMixin, BaseRecommender):
         # while one thread takes 10 ms at d = 64 and 0.1 s at d = 256 for 41k rows.
         with numba_threads(self.n_jobs):
             gram = np.ascontiguousarray(weighted_gram(other, gram_weight), dtype=F.dtype)
-            solve_rows(
-                solver,
-                indptr,
-                indices,
-                extra,
-                rhs,
-                row_weight,
-                reg,
-                gram,
-                other,
-                F,
-                bounds,
-                status,
-                cg_steps=self.cg_steps,
-                block_size=self.block_size,
-                block_sweeps=self.block_sweeps,
-                max_row=max_row,
-                workspace=workspace,
-            )
+            if basis is not None and not exact:
+                eigenvalues, U, _ = gram_eigenbasis(gram, F.dtype)
+                rotate_rows(other, U, out=other)
+                rotate_rows(F, U, out=F)
+                basis[...] = basis @ U.astype(np.float64)
+                solve_rows_diagonal(
+                    solver,
+                    indptr,
+                    indices,
+                    extra,
+                    rhs,
+                    row_weight,
+                    reg,
+                    eigenvalues,
+                    other,
+                    F,
+                    bounds,
+                    status,
+                    cg_steps=self.cg_steps,
+                    max_row=max_row,
+                )
+            else:
+                solve_rows(
+                    solver,
+                    indptr,
+                    indices,
+                    extra,
+                    rhs,
+                    row_weight,
+                    reg,
+                    gram,
+                    other,
+                    F,
+                    bounds,
+                    status,
+                    cg_steps=self.cg_steps,
+                    block_size=self.block_size,
+                    block_sweeps=self.block_sweeps,
+                    max_row=max_row,
+                )
         if status.any():
             row = int(np.flatnonzero(status)[0])
             raise np.linalg.LinAlgError(

@@ -597,12 +597,13 @@ def test_validation_early_stopping_and_callback(rng):
     keep = np.diff(train.indptr) > 0
     train = train[keep]
     val = sp.csr_matrix((np.ones(held.sum()), (rows[held], cols[held])), shape=X.shape)[keep]
-    seen, direct = [], []
+    seen, direct, items = [], [], []
 
     def record(model, epoch):
         # the validation recall equals linrec.metrics.evaluate on the current factors,
         # and the LightGCN definition computed by hand
         seen.append(epoch)
+        items.append(model.item_factors_.copy())
         res = evaluate(model, train, val, k=(20,), metrics=("recall",), fold_in=False)
         scores = model.user_factors_ @ model.item_factors_.T
         scores[train.nonzero()] = -np.inf
@@ -621,6 +622,9 @@ def test_validation_early_stopping_and_callback(rng):
     assert model.n_epochs_ < 30
     assert len(model.validation_scores_) == model.n_epochs_
     assert model.validation_scores_[model.best_epoch_ - 1] == max(model.validation_scores_)
+    # the kept item factors are the best epoch's, as the callback saw them
+    assert model.best_epoch_ < model.n_epochs_
+    np.testing.assert_array_equal(model.item_factors_, items[model.best_epoch_ - 1])
     for got, (via_evaluate, by_hand) in zip(model.validation_scores_, direct):
         assert got == pytest.approx(via_evaluate, abs=1e-12)
         assert got == pytest.approx(by_hand, abs=1e-9)

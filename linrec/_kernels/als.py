@@ -78,6 +78,7 @@ __all__ = [
     "solve_cg",
     "solve_cholesky",
     "solve_rows",
+    "solve_rows_diagonal",
     "weighted_gram",
 ]
 
@@ -607,8 +608,9 @@ def solve_cholesky(
     rotated ``other`` (see :func:`solve_cg`).
     """
     eigenvalues, V, VT = gram_eigenbasis(gram, factors.dtype)
-    min_ratio = float(np.sqrt(np.finfo(factors.dtype).eps))
-    _solve_exact_rotated(
+    rotated_other = _rotated_other(other, V, workspace)
+    solve_rows_diagonal(
+        "cholesky",
         indptr,
         indices,
         extra,
@@ -616,10 +618,9 @@ def solve_cholesky(
         row_weight,
         row_reg,
         eigenvalues,
-        _rotated_other(other, V, workspace),
+        rotated_other,
         factors,
         bounds,
-        min_ratio,
         status,
     )
     rotate_rows(factors, VT, out=factors)
@@ -739,12 +740,11 @@ def solve_cg(
     saves. Both paths do the same arithmetic in the same order. ``bounds`` must cover every
     row.
     """
-    if gather_max is None:
-        gather_max = _CG_GATHER_MAX_BYTES // (factors.shape[1] * factors.itemsize)
     eigenvalues, V, VT = gram_eigenbasis(gram, factors.dtype)
     rotated_other = _rotated_other(other, V, workspace)  # checks the workspace first
     rotate_rows(factors, V, out=factors)
-    _solve_cg_rotated(
+    solve_rows_diagonal(
+        "cg",
         indptr,
         indices,
         extra,
@@ -755,12 +755,77 @@ def solve_cg(
         rotated_other,
         factors,
         bounds,
-        int(n_steps),
-        max_row,
-        max(1, int(gather_max)),
         status,
+        cg_steps=n_steps,
+        max_row=max_row,
+        gather_max=gather_max,
     )
     rotate_rows(factors, VT, out=factors)
+
+
+def solve_rows_diagonal(
+    solver,
+    indptr,
+    indices,
+    extra,
+    rhs,
+    row_weight,
+    row_reg,
+    eigenvalues,
+    other,
+    factors,
+    bounds,
+    status,
+    *,
+    cg_steps=3,
+    max_row=None,
+    gather_max=None,
+):
+    """One half-step of ``solver`` ("cg" or "cholesky") in a basis where the Gram matrix is
+    ``diag(eigenvalues)``: ``other`` and ``factors`` are both given in that basis.
+
+    :func:`solve_cg` and :func:`solve_cholesky` rotate into the Gram eigenbasis, call this and
+    rotate back; an ALS loop that keeps both sides in a common basis calls it directly.
+    ``max_row`` (CG scratch) is computed when None; see :func:`solve_cg` for ``gather_max``.
+    """
+    if solver == "cholesky":
+        _solve_exact_rotated(
+            indptr,
+            indices,
+            extra,
+            rhs,
+            row_weight,
+            row_reg,
+            eigenvalues,
+            other,
+            factors,
+            bounds,
+            float(np.sqrt(np.finfo(factors.dtype).eps)),
+            status,
+        )
+    elif solver == "cg":
+        if max_row is None:
+            max_row = int(np.max(np.diff(indptr))) if indptr.shape[0] > 1 else 0
+        if gather_max is None:
+            gather_max = _CG_GATHER_MAX_BYTES // (factors.shape[1] * factors.itemsize)
+        _solve_cg_rotated(
+            indptr,
+            indices,
+            extra,
+            rhs,
+            row_weight,
+            row_reg,
+            eigenvalues,
+            other,
+            factors,
+            bounds,
+            int(cg_steps),
+            int(max_row),
+            max(1, int(gather_max)),
+            status,
+        )
+    else:
+        raise ValueError(f"solve_rows_diagonal takes 'cg' or 'cholesky', got {solver!r}")
 
 
 @njit(parallel=True, cache=True)
