@@ -858,16 +858,19 @@ class IALS(TransformerMixin, BaseRecommender):
         # Every BLAS call here runs capped at one thread (see _half_step): a threaded one,
         # even the dot products of the penalty, left OpenBLAS's workers spinning into the
         # next epoch, measured 1.6x slower (Gowalla, d = 64, CG).
+        # sum_u C_u p_u^T G p_u = <G, sum_u C_u p_u p_u^T>: two Gram matrices summed in
+        # float64 from the factors as they are (no float64 copy of P or Q).
         with numba_threads(self.n_jobs):
-            Q64 = Q.astype(np.float64)
-            P64 = P.astype(np.float64)
-            gram = weighted_gram(Q64, self._gram_item_weights())
-            all_entries = float(
-                np.einsum("u,ud,ud->", row_weight.astype(np.float64), P64 @ gram, P64)
-            )
+            gram = weighted_gram(Q, self._gram_item_weights(), dtype=np.float64)
+            user_gram = weighted_gram(P, row_weight, dtype=np.float64)
+            all_entries = float(np.sum(gram * user_gram))
             observed = data_term(indptr, indices, extra, rhs, P, Q, bounds)
-            reg = float(np.dot(user_reg.astype(np.float64), np.einsum("ud,ud->u", P64, P64)))
-            reg += float(np.dot(item_reg.astype(np.float64), np.einsum("id,id->i", Q64, Q64)))
+            reg = float(
+                np.dot(user_reg.astype(np.float64), np.einsum("ud,ud->u", P, P, dtype=np.float64))
+            )
+            reg += float(
+                np.dot(item_reg.astype(np.float64), np.einsum("id,id->i", Q, Q, dtype=np.float64))
+            )
         return all_entries + observed + reg
 
     def _validation_recall(self, X, val):

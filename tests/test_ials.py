@@ -451,6 +451,13 @@ def test_weighted_gram_matches_numpy_for_any_thread_count(rng, dtype, n_rows):
         scale = max(1.0, np.abs(want).max())
         np.testing.assert_allclose(results[0], want, atol=tol * scale)
         np.testing.assert_array_equal(results[0], results[1])
+        # summed in float64 from the rows as they are (float32 rows converted piece by
+        # piece): as exact as the float64 reference, and A is left as it was
+        before = A.copy()
+        wide = weighted_gram(A, weights, dtype=np.float64)
+        assert wide.dtype == np.float64
+        np.testing.assert_allclose(wide, want, atol=1e-12 * scale)
+        np.testing.assert_array_equal(A, before)
 
 
 def test_rotation_does_not_depend_on_batch(rng):

@@ -333,6 +333,7 @@ _GRAM_PIECE = 512
 
 @njit(parallel=True, cache=True)
 def _gram_ranges(A, weights, weighted, bounds, partial):
+    # partial[c] = sum over range c of w_r a_r a_r^T, in A's dtype
     d = A.shape[1]
     for c in prange(bounds.shape[0] - 1):
         acc = partial[c]
@@ -354,20 +355,48 @@ def _gram_ranges(A, weights, weighted, bounds, partial):
             acc += piece
 
 
-def weighted_gram(A, weights=None):
+@njit(parallel=True, cache=True)
+def _gram_ranges_converted(A, weights, bounds, partial):
+    # _gram_ranges in partial's (wider) dtype: each piece of rows is converted into a buffer
+    # first (weights are all given, ones when unweighted)
+    d = A.shape[1]
+    for c in prange(bounds.shape[0] - 1):
+        acc = partial[c]
+        acc[:] = 0
+        left = np.empty((_GRAM_PIECE, d), dtype=partial.dtype)
+        right = np.empty((_GRAM_PIECE, d), dtype=partial.dtype)
+        piece = np.empty((d, d), dtype=partial.dtype)
+        for lo in range(bounds[c], bounds[c + 1], _GRAM_PIECE):
+            hi = min(bounds[c + 1], lo + _GRAM_PIECE)
+            m = hi - lo
+            for r in range(m):
+                w = weights[lo + r]
+                for a in range(d):
+                    right[r, a] = A[lo + r, a]
+                    left[r, a] = w * right[r, a]
+            np.dot(left[:m].T, right[:m], piece)
+            acc += piece
+
+
+def weighted_gram(A, weights=None, dtype=None):
     """``sum_r w_r a_r a_r^T`` over the rows of ``A`` (``A^T A`` when ``weights`` is None).
 
-    The weights are cast to ``A``'s dtype first, so the product runs in that dtype. Row
-    ranges run in parallel on numba's threads (call inside a region that caps BLAS at one
-    thread); the result does not depend on the thread count.
+    Computed in ``dtype`` (default: ``A``'s), converting ``A`` piece by piece (no full copy);
+    the weights are cast to it first. Row ranges run in parallel on numba's threads (call
+    inside a region that caps BLAS at one thread); the result does not depend on the thread
+    count.
     """
     A = np.ascontiguousarray(A)
     n, d = A.shape
+    out_dtype = A.dtype if dtype is None else np.dtype(dtype)
     weighted = weights is not None
-    w = np.ascontiguousarray(weights, dtype=A.dtype) if weighted else np.empty(0, dtype=A.dtype)
+    w = np.ascontiguousarray(weights, dtype=out_dtype) if weighted else np.empty(0, dtype=out_dtype)
     bounds = np.linspace(0, n, _GRAM_RANGES + 1).astype(np.int64)
-    partial = np.empty((_GRAM_RANGES, d, d), dtype=A.dtype)
-    _gram_ranges(A, w, weighted, bounds, partial)
+    partial = np.empty((_GRAM_RANGES, d, d), dtype=out_dtype)
+    if out_dtype == A.dtype:
+        _gram_ranges(A, w, weighted, bounds, partial)
+    else:
+        _gram_ranges_converted(A, w if weighted else np.ones(n, dtype=out_dtype), bounds, partial)
     return partial.sum(axis=0)
 
 
@@ -951,6 +980,17 @@ def solve_block(
                     break
 
 
+@njit(fastmath=True, cache=True)
+def _dot_float64(a, b):
+    # a . b summed in float64. fastmath (reassociation) lets LLVM keep several partial sums in
+    # vector registers: the strict left-to-right sum was one dependent add per element,
+    # measured 1.24-1.34 s for the data term of 8M entries at d = 256 (2 threads).
+    s = 0.0
+    for k in range(a.shape[0]):
+        s += np.float64(a[k]) * np.float64(b[k])
+    return s
+
+
 @njit(parallel=True, cache=True)
 def data_term(indptr, indices, extra, rhs, P, Q, bounds):
     """sum over observed entries of e y^2 - 2 b y + b, with y = P[u] . Q[i] (float64 sums).
@@ -966,10 +1006,7 @@ def data_term(indptr, indices, extra, rhs, P, Q, bounds):
             pu = P[u]
             for idx in range(indptr[u], indptr[u + 1]):
                 prefetch_entry(Q, indices, idx + PREFETCH_AHEAD, limit)
-                q = Q[indices[idx]]
-                y = 0.0
-                for a in range(pu.shape[0]):
-                    y += np.float64(pu[a]) * np.float64(q[a])
+                y = _dot_float64(pu, Q[indices[idx]])
                 acc += np.float64(extra[idx]) * y * y - 2.0 * np.float64(rhs[idx]) * y
                 acc += np.float64(rhs[idx])
         partial[c] = acc
