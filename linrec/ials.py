@@ -715,6 +715,8 @@ class IALS(TransformerMixin, BaseRecommender):
         # factor matrix with a d x d matrix per epoch instead of 6). W is kept in float64;
         # the factors are turned back before anything outside the loop sees them.
         basis = np.eye(d) if self.solver in ("cg", "cholesky") else None
+        # CG's item half-step leaves each item's share of the objective's data term here
+        data = np.empty(n_items) if self.solver == "cg" else None
 
         self.objective_ = []
         self.epoch_times_ = []
@@ -727,9 +729,12 @@ class IALS(TransformerMixin, BaseRecommender):
         for epoch in bar:
             t0 = time.perf_counter()
             self._half_step(user_side, P, Q, gram_items, f"epoch {epoch}", "user", basis=basis)
-            self._half_step(item_side, Q, P, row_weight, f"epoch {epoch}", "item", basis=basis)
+            self._half_step(
+                item_side, Q, P, row_weight, f"epoch {epoch}", "item", basis=basis, data_rows=data
+            )
             self.epoch_times_.append(time.perf_counter() - t0)
-            self.objective_.append(self._objective(user_side, P, Q, item_reg))
+            observed = None if data is None else float(data.sum())
+            self.objective_.append(self._objective(user_side, P, Q, item_reg, observed))
             # validation scores P Q^T are the same in the common basis
             self.user_factors_ = P
             self.item_factors_ = Q
@@ -771,7 +776,19 @@ class IALS(TransformerMixin, BaseRecommender):
         self.user_factors_ = P
         self.item_factors_ = Q
 
-    def _half_step(self, side, F, other, gram_weight, stage, side_name, *, exact=False, basis=None):
+    def _half_step(
+        self,
+        side,
+        F,
+        other,
+        gram_weight,
+        stage,
+        side_name,
+        *,
+        exact=False,
+        basis=None,
+        data_rows=None,
+    ):
         """Update the rows of ``F`` (in place) given the other side's factors ``other``.
 
         ``gram_weight`` (per row of ``other``) weights the shared Gram matrix: for the user
@@ -781,7 +798,8 @@ class IALS(TransformerMixin, BaseRecommender):
 
         With ``basis`` (the float64 d x d matrix W of the common basis, eigenbasis solvers
         only), ``F`` and ``other`` are both turned in place into the eigenbasis of the Gram
-        matrix, the rows are solved there, and ``basis`` is updated to match.
+        matrix, the rows are solved there, and ``basis`` is updated to match. ``data_rows``
+        (CG in the common basis only) receives each row's share of the objective's data term.
         """
         indptr, indices, extra, rhs, row_weight, reg, bounds = side
         status = np.zeros(F.shape[0], dtype=np.int8)
@@ -813,6 +831,7 @@ class IALS(TransformerMixin, BaseRecommender):
                     status,
                     cg_steps=self.cg_steps,
                     max_row=max_row,
+                    data_rows=data_rows,
                 )
             else:
                 solve_rows(
@@ -849,10 +868,11 @@ class IALS(TransformerMixin, BaseRecommender):
                 "unobserved_weight)"
             )
 
-    def _objective(self, user_side, P, Q, item_reg):
+    def _objective(self, user_side, P, Q, item_reg, observed=None):
         """Exact J in float64: C_u p^T G p over all entries plus the observed corrections.
 
-        G is the (item-weighted) Gram matrix sum_i g_i q_i q_i^T.
+        G is the (item-weighted) Gram matrix sum_i g_i q_i q_i^T. ``observed``, the data term
+        at (P, Q) when the solver already summed it, saves a pass over the entries.
         """
         indptr, indices, extra, rhs, row_weight, user_reg, bounds = user_side
         # Every BLAS call here runs capped at one thread (see _half_step): a threaded one,
@@ -864,7 +884,8 @@ class IALS(TransformerMixin, BaseRecommender):
             gram = weighted_gram(Q, self._gram_item_weights(), dtype=np.float64)
             user_gram = weighted_gram(P, row_weight, dtype=np.float64)
             all_entries = float(np.sum(gram * user_gram))
-            observed = data_term(indptr, indices, extra, rhs, P, Q, bounds)
+            if observed is None:
+                observed = data_term(indptr, indices, extra, rhs, P, Q, bounds)
             reg = float(
                 np.dot(user_reg.astype(np.float64), np.einsum("ud,ud->u", P, P, dtype=np.float64))
             )

@@ -16,6 +16,7 @@ from linrec._kernels.als import (
     solve_cg,
     solve_cholesky,
     solve_rows,
+    solve_rows_diagonal,
     weighted_gram,
 )
 from linrec._threading import numba_threads
@@ -383,6 +384,69 @@ def test_cg_kernel_iterates_equal_reference_cg(rng, d, gather_max):
         for u in range(P.shape[0]):
             want = reference_cg(*_row_normal_equations(args, u), P0[u], steps)
             np.testing.assert_allclose(P[u], want, atol=1e-10)
+
+
+@pytest.mark.parametrize("gather_max", [None, 6], ids=["gathered", "long-rows-in-place"])
+def test_cg_data_rows_are_the_data_term_of_each_solved_row(rng, gather_max):
+    # CG's by-product: row u's sum_i e y^2 - 2 b y + b at the solved row, y = q_i . x
+    _, args, P0, bounds = _system(rng, OBJECTIVE_PARAMS[2], d=6)
+    indptr, indices, extra, rhs, c, reg, gram, Q = args
+    eigenvalues, V = np.linalg.eigh(gram)
+    other, P = Q @ V, P0 @ V
+    status = np.zeros(P.shape[0], np.int8)
+    data = np.full(P.shape[0], np.nan)
+    solve_rows_diagonal(
+        "cg",
+        indptr,
+        indices,
+        extra,
+        rhs,
+        c,
+        reg,
+        eigenvalues,
+        other,
+        P,
+        bounds,
+        status,
+        cg_steps=2,
+        gather_max=gather_max,
+        data_rows=data,
+    )
+    assert not status.any()
+    for u in range(P.shape[0]):
+        sl = slice(indptr[u], indptr[u + 1])
+        y = other[indices[sl]] @ P[u]
+        want = np.sum(extra[sl] * y**2 - 2 * rhs[sl] * y + rhs[sl])
+        assert data[u] == pytest.approx(want, rel=1e-12)
+    # the same sum as the separate pass, and in the original basis
+    total = data_term(indptr, indices, extra, rhs, P @ V.T, Q, bounds)
+    assert data.sum() == pytest.approx(total, rel=1e-12)
+    with pytest.raises(ValueError, match="data_rows"):
+        solve_rows_diagonal(
+            "cholesky",
+            indptr,
+            indices,
+            extra,
+            rhs,
+            c,
+            reg,
+            eigenvalues,
+            other,
+            P,
+            bounds,
+            status,
+            data_rows=data,
+        )
+
+
+@pytest.mark.parametrize("params", OBJECTIVE_PARAMS[::2], ids=lambda p: p["objective"])
+def test_cg_fit_objective_equals_formula(rng, params):
+    # with CG the data term comes from the item half-step's kernel: still the literal J
+    X = _counts(rng)
+    model, iterates, _ = _fit_with_iterates(X, params, solver="cg", n_epochs=4)
+    assert len(iterates) == len(model.objective_) == 4
+    for (P, Q), obj in zip(iterates, model.objective_):
+        assert obj == pytest.approx(formula_objective(X, P, Q, params), rel=1e-10)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -671,10 +671,15 @@ def _solve_cg_rotated(
     max_row,
     gather_max,
     status,
+    data_rows,
 ):
     # CG in the Gram eigenbasis: the shared part c_u G + reg_u I is the diagonal D, so a
     # product with it costs d instead of d^2. CG's iterates do not depend on the basis.
+    # With data_rows (length > 0), each row's share of the objective's data term at the
+    # solved row, sum_i e y^2 - 2 b y + b with y = q_i . x, is written there (float64): a
+    # pass over rows still in cache instead of a later gather of every entry.
     d = factors.shape[1]
+    want_data = data_rows.shape[0] > 0
     n_chunks = bounds.shape[0] - 1
     for c in prange(n_chunks):
         r = np.empty(d, dtype=factors.dtype)
@@ -688,6 +693,8 @@ def _solve_cg_rotated(
             end = indptr[u + 1]
             n_u = end - start
             status[u] = 0
+            if want_data:
+                data_rows[u] = 0.0
             if n_u == 0:
                 factors[u, :] = 0
                 continue
@@ -734,6 +741,18 @@ def _solve_cg_rotated(
                 for a in range(d):
                     p[a] = r[a] + beta * p[a]
                 rr = rr_new
+            if want_data:
+                acc = 0.0
+                for k in range(n_u):
+                    if gathered:
+                        y = _dot_float64(Qu[k], x)
+                    else:
+                        prefetch_entry(other, indices, start + k + PREFETCH_AHEAD, end)
+                        y = _dot_float64(other[indices[start + k]], x)
+                    e = np.float64(extra[start + k])
+                    b = np.float64(rhs[start + k])
+                    acc += e * y * y - 2.0 * b * y + b
+                data_rows[u] = acc
 
 
 def solve_cg(
@@ -809,6 +828,7 @@ def solve_rows_diagonal(
     cg_steps=3,
     max_row=None,
     gather_max=None,
+    data_rows=None,
 ):
     """One half-step of ``solver`` ("cg" or "cholesky") in a basis where the Gram matrix is
     ``diag(eigenvalues)``: ``other`` and ``factors`` are both given in that basis.
@@ -816,7 +836,13 @@ def solve_rows_diagonal(
     :func:`solve_cg` and :func:`solve_cholesky` rotate into the Gram eigenbasis, call this and
     rotate back; an ALS loop that keeps both sides in a common basis calls it directly.
     ``max_row`` (CG scratch) is computed when None; see :func:`solve_cg` for ``gather_max``.
+    ``data_rows`` (CG only; float64, one per row) receives each row's share of the data term
+    at the solved rows (see :func:`data_term`, whose sum it equals).
     """
+    if data_rows is not None and (
+        solver != "cg" or data_rows.dtype != np.float64 or data_rows.shape != (factors.shape[0],)
+    ):
+        raise ValueError("data_rows is a float64 array with one entry per row, for 'cg' only")
     if solver == "cholesky":
         _solve_exact_rotated(
             indptr,
@@ -852,6 +878,7 @@ def solve_rows_diagonal(
             int(max_row),
             max(1, int(gather_max)),
             status,
+            np.empty(0, dtype=np.float64) if data_rows is None else data_rows,
         )
     else:
         raise ValueError(f"solve_rows_diagonal takes 'cg' or 'cholesky', got {solver!r}")
