@@ -15,7 +15,6 @@ from linrec._kernels.als import (
     solve_block,
     solve_cg,
     solve_cholesky,
-    solve_rows,
     solve_rows_diagonal,
     weighted_gram,
 )
@@ -460,31 +459,6 @@ def test_cg_long_rows_in_place_equal_gathered(rng, dtype):
         P = P0.copy()
         solve_cg(*args, P, bounds, 3, 25, status, gather_max=gather_max)
         np.testing.assert_array_equal(P, gathered)
-
-
-@pytest.mark.parametrize("solver", ["cg", "cholesky"])
-def test_eigenbasis_solvers_workspace(rng, solver):
-    # the rotated other side may live in a caller's (larger) buffer: same rows; a buffer of
-    # the wrong shape or dtype is refused before any work
-    _, args, P0, bounds = _system(rng, OBJECTIVE_PARAMS[2], d=6)
-    Q = args[-1]
-    status = np.zeros(P0.shape[0], np.int8)
-    kw = dict(cg_steps=3, block_size=2, block_sweeps=1, max_row=25)
-    fresh = P0.copy()
-    solve_rows(solver, *args[:-2], args[-2], Q, fresh, bounds, status, **kw)
-    buffered = P0.copy()
-    workspace = np.full((Q.shape[0] + 4, 6), np.nan)
-    solve_rows(solver, *args[:-2], args[-2], Q, buffered, bounds, status, **kw, workspace=workspace)
-    np.testing.assert_array_equal(buffered, fresh)
-    for bad in (
-        np.empty((Q.shape[0] - 1, 6)),
-        np.empty((Q.shape[0], 5)),
-        np.empty((Q.shape[0], 6), np.float32),
-    ):
-        P = P0.copy()
-        with pytest.raises(ValueError, match="workspace must be"):
-            solve_rows(solver, *args[:-2], args[-2], Q, P, bounds, status, **kw, workspace=bad)
-        np.testing.assert_array_equal(P, P0)
 
 
 def test_rotate_rows_in_place_equals_copy(rng):

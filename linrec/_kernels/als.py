@@ -39,6 +39,8 @@ The exact and CG solvers work in the eigenbasis of the Gram matrix, ``G = V diag
 per half-step, in fixed-shape blocks so a row's value does not depend on the rows rotated
 with it. In that basis the shared part ``c_u G + reg_u I`` of every system is the diagonal
 ``D_u = c_u lambda + reg_u``, so no per-row d x d product with G is left.
+:func:`solve_cg` and :func:`solve_cholesky` rotate in and back out; :func:`solve_rows_diagonal`
+solves rows already in the basis, for a fit that keeps both sides in one common basis.
 
 - :func:`solve_cholesky`: the exact minimiser. A row with ``n_u < d`` entries and
   ``e_ui >= 0`` solves ``(D_u + U^T E U) x~ = U^T b`` through Woodbury's identity as an
@@ -298,29 +300,6 @@ def rotate_rows(A, V, out=None):
     if A.shape[0]:
         _rotate_blocks(np.ascontiguousarray(A), V, out, _ROTATE_ROWS)
     return out
-
-
-def _rotated_other(other, V, workspace):
-    """``other @ V`` into ``workspace[:n_other]`` when a workspace is given.
-
-    Reusing one buffer across half-steps saves the page faults of a fresh array the size
-    of ``other`` (measured 0.08-0.16 s per 100 MB), as much as the product itself costs.
-    """
-    if workspace is None:
-        return rotate_rows(other, V)
-    if (
-        workspace.dtype != other.dtype
-        or workspace.ndim != 2
-        or workspace.shape[0] < other.shape[0]
-        or workspace.shape[1] != V.shape[1]
-        or not workspace.flags.c_contiguous
-    ):
-        raise ValueError(
-            f"workspace must be a C-contiguous {other.dtype} array with at least "
-            f"{other.shape[0]} rows and {V.shape[1]} columns, got {workspace.dtype} "
-            f"{workspace.shape}"
-        )
-    return rotate_rows(other, V, out=workspace[: other.shape[0]])
 
 
 # The Gram matrix is summed over a fixed number of row ranges (one partial sum each, in
@@ -625,7 +604,6 @@ def solve_cholesky(
     factors,
     bounds,
     status,
-    workspace=None,
 ):
     """Exact row update: ``factors[u]`` <- argmin f_u for every row (see module notes).
 
@@ -633,11 +611,10 @@ def solve_cholesky(
     part of every system is diagonal: rows with fewer entries than factors take the
     n_u x n_u Woodbury form, the others a d x d Cholesky. ``bounds`` must cover every row.
     Rows without entries get the zero vector (their right-hand side is zero). ``factors``
-    (C-contiguous) is solved and rotated back in place; ``workspace``, if given, holds the
-    rotated ``other`` (see :func:`solve_cg`).
+    (C-contiguous) is solved and rotated back in place.
     """
     eigenvalues, V, VT = gram_eigenbasis(gram, factors.dtype)
-    rotated_other = _rotated_other(other, V, workspace)
+    rotated_other = rotate_rows(other, V)
     solve_rows_diagonal(
         "cholesky",
         indptr,
@@ -769,16 +746,13 @@ def solve_cg(
     n_steps,
     max_row,
     status,
-    workspace=None,
     gather_max=None,
 ):
     """``n_steps`` conjugate-gradient steps per row, warm-started from ``factors[u]``.
 
     Runs in the eigenbasis of ``gram``: the rows (in place, ``factors`` C-contiguous) and the
     other side's factors are rotated by BLAS (O((rows + other rows) d^2) a call), after which
-    a CG step costs O(n_u d) instead of O(n_u d + d^2). ``workspace``, a C-contiguous array
-    of ``factors``' dtype with at least ``other``'s number of rows and ``d`` columns, holds
-    the rotated ``other`` (allocated per call when None).
+    a CG step costs O(n_u d) instead of O(n_u d + d^2).
 
     A row's rotated ``q_i`` are gathered into contiguous per-thread scratch, so the
     ``n_steps + 1`` passes over them read cache-resident memory. Rows whose gathered copy
@@ -789,7 +763,7 @@ def solve_cg(
     row.
     """
     eigenvalues, V, VT = gram_eigenbasis(gram, factors.dtype)
-    rotated_other = _rotated_other(other, V, workspace)  # checks the workspace first
+    rotated_other = rotate_rows(other, V)
     rotate_rows(factors, V, out=factors)
     solve_rows_diagonal(
         "cg",
@@ -1061,13 +1035,11 @@ def solve_rows(
     block_size,
     block_sweeps,
     max_row,
-    workspace=None,
 ):
     """One half-step with the named solver ("cholesky", "cg" or "ialspp").
 
     The dispatch shared by :class:`linrec.IALS` and the Spark executors, so both solve rows
-    with exactly the same calls. ``workspace`` is passed to the eigenbasis solvers (see
-    :func:`solve_cg`).
+    with exactly the same calls.
     """
     if solver == "cholesky":
         solve_cholesky(
@@ -1082,7 +1054,6 @@ def solve_rows(
             factors,
             bounds,
             status,
-            workspace,
         )
     elif solver == "cg":
         solve_cg(
@@ -1099,7 +1070,6 @@ def solve_rows(
             int(cg_steps),
             max_row,
             status,
-            workspace,
         )
     elif solver == "ialspp":
         solve_block(
