@@ -312,48 +312,29 @@ _GRAM_PIECE = 512
 
 @njit(parallel=True, cache=True)
 def _gram_ranges(A, weights, weighted, bounds, partial):
-    # partial[c] = sum over range c of w_r a_r a_r^T, in A's dtype
+    # partial[c] = sum over range c of w_r a_r a_r^T, in partial's dtype. Each piece of rows
+    # is copied (converted, and scaled when weighted) into buffers of that dtype first, which
+    # costs 1/d of the product and gives BLAS contiguous operands of one type.
     d = A.shape[1]
     for c in prange(bounds.shape[0] - 1):
         acc = partial[c]
         acc[:] = 0
-        scaled = np.empty((_GRAM_PIECE, d), dtype=A.dtype)
-        piece = np.empty((d, d), dtype=A.dtype)
-        for lo in range(bounds[c], bounds[c + 1], _GRAM_PIECE):
-            hi = min(bounds[c + 1], lo + _GRAM_PIECE)
-            rows = A[lo:hi]
-            if weighted:
-                left = scaled[: hi - lo]
-                for r in range(hi - lo):
-                    w = weights[lo + r]
-                    for a in range(d):
-                        left[r, a] = w * rows[r, a]
-                np.dot(left.T, rows, piece)
-            else:
-                np.dot(rows.T, rows, piece)
-            acc += piece
-
-
-@njit(parallel=True, cache=True)
-def _gram_ranges_converted(A, weights, bounds, partial):
-    # _gram_ranges in partial's (wider) dtype: each piece of rows is converted into a buffer
-    # first (weights are all given, ones when unweighted)
-    d = A.shape[1]
-    for c in prange(bounds.shape[0] - 1):
-        acc = partial[c]
-        acc[:] = 0
-        left = np.empty((_GRAM_PIECE, d), dtype=partial.dtype)
-        right = np.empty((_GRAM_PIECE, d), dtype=partial.dtype)
+        rows = np.empty((_GRAM_PIECE, d), dtype=partial.dtype)
+        scaled = np.empty((_GRAM_PIECE, d), dtype=partial.dtype)
         piece = np.empty((d, d), dtype=partial.dtype)
         for lo in range(bounds[c], bounds[c + 1], _GRAM_PIECE):
-            hi = min(bounds[c + 1], lo + _GRAM_PIECE)
-            m = hi - lo
+            m = min(bounds[c + 1], lo + _GRAM_PIECE) - lo
             for r in range(m):
-                w = weights[lo + r]
                 for a in range(d):
-                    right[r, a] = A[lo + r, a]
-                    left[r, a] = w * right[r, a]
-            np.dot(left[:m].T, right[:m], piece)
+                    rows[r, a] = A[lo + r, a]
+            if weighted:
+                for r in range(m):
+                    w = weights[lo + r]
+                    for a in range(d):
+                        scaled[r, a] = w * rows[r, a]
+                np.dot(scaled[:m].T, rows[:m], piece)
+            else:
+                np.dot(rows[:m].T, rows[:m], piece)
             acc += piece
 
 
@@ -372,10 +353,7 @@ def weighted_gram(A, weights=None, dtype=None):
     w = np.ascontiguousarray(weights, dtype=out_dtype) if weighted else np.empty(0, dtype=out_dtype)
     bounds = np.linspace(0, n, _GRAM_RANGES + 1).astype(np.int64)
     partial = np.empty((_GRAM_RANGES, d, d), dtype=out_dtype)
-    if out_dtype == A.dtype:
-        _gram_ranges(A, w, weighted, bounds, partial)
-    else:
-        _gram_ranges_converted(A, w if weighted else np.ones(n, dtype=out_dtype), bounds, partial)
+    _gram_ranges(A, w, weighted, bounds, partial)
     return partial.sum(axis=0)
 
 
