@@ -394,23 +394,8 @@ def test_cg_data_rows_are_the_data_term_of_each_solved_row(rng, gather_max):
     other, P = Q @ V, P0 @ V
     status = np.zeros(P.shape[0], np.int8)
     data = np.full(P.shape[0], np.nan)
-    solve_rows_diagonal(
-        "cg",
-        indptr,
-        indices,
-        extra,
-        rhs,
-        c,
-        reg,
-        eigenvalues,
-        other,
-        P,
-        bounds,
-        status,
-        cg_steps=2,
-        gather_max=gather_max,
-        data_rows=data,
-    )
+    rows = (indptr, indices, extra, rhs, c, reg, eigenvalues, other, P, bounds, status)
+    solve_rows_diagonal("cg", *rows, cg_steps=2, gather_max=gather_max, data_rows=data)
     assert not status.any()
     for u in range(P.shape[0]):
         sl = slice(indptr[u], indptr[u + 1])
@@ -421,21 +406,7 @@ def test_cg_data_rows_are_the_data_term_of_each_solved_row(rng, gather_max):
     total = data_term(indptr, indices, extra, rhs, P @ V.T, Q, bounds)
     assert data.sum() == pytest.approx(total, rel=1e-12)
     with pytest.raises(ValueError, match="data_rows"):
-        solve_rows_diagonal(
-            "cholesky",
-            indptr,
-            indices,
-            extra,
-            rhs,
-            c,
-            reg,
-            eigenvalues,
-            other,
-            P,
-            bounds,
-            status,
-            data_rows=data,
-        )
+        solve_rows_diagonal("cholesky", *rows, data_rows=data)
 
 
 @pytest.mark.parametrize("params", OBJECTIVE_PARAMS[::2], ids=lambda p: p["objective"])
