@@ -814,7 +814,8 @@ class IALS(TransformerMixin, BaseRecommender):
             if basis is not None and not exact:
                 eigenvalues, U, _ = gram_eigenbasis(gram, F.dtype)
                 rotate_rows(other, U, out=other)
-                rotate_rows(F, U, out=F)
+                if solver == "cg":  # CG starts from the current rows; the exact solve does not
+                    rotate_rows(F, U, out=F)
                 basis[...] = basis @ U.astype(np.float64)
                 solve_rows_diagonal(
                     solver,
