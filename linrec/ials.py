@@ -801,7 +801,8 @@ class IALS(TransformerMixin, BaseRecommender):
         matrix, the rows are solved there, and ``basis`` is updated to match. ``data_rows``
         (CG in the common basis only) receives each row's share of the objective's data term.
         """
-        indptr, indices, extra, rhs, row_weight, reg, bounds = side
+        *terms, bounds = side  # indptr, indices, extra, rhs, row weights, regularisation
+        indptr = terms[0]
         status = np.zeros(F.shape[0], dtype=np.int8)
         solver = "cholesky" if exact else self.solver
         max_row = int(np.max(np.diff(indptr))) if indptr.shape[0] > 1 else 0
@@ -819,12 +820,7 @@ class IALS(TransformerMixin, BaseRecommender):
                 basis[...] = basis @ U.astype(np.float64)
                 solve_rows_diagonal(
                     solver,
-                    indptr,
-                    indices,
-                    extra,
-                    rhs,
-                    row_weight,
-                    reg,
+                    *terms,
                     eigenvalues,
                     other,
                     F,
@@ -837,12 +833,7 @@ class IALS(TransformerMixin, BaseRecommender):
             else:
                 solve_rows(
                     solver,
-                    indptr,
-                    indices,
-                    extra,
-                    rhs,
-                    row_weight,
-                    reg,
+                    *terms,
                     gram,
                     other,
                     F,

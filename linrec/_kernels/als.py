@@ -704,9 +704,7 @@ def _solve_cg_rotated(
                     else:
                         prefetch_entry(other, indices, start + k + PREFETCH_AHEAD, end)
                         y = _dot_float64(other[indices[start + k]], x)
-                    e = np.float64(extra[start + k])
-                    b = np.float64(rhs[start + k])
-                    acc += e * y * y - 2.0 * b * y + b
+                    acc += _entry_term(extra[start + k], rhs[start + k], y)
                 data_rows[u] = acc
 
 
@@ -970,6 +968,14 @@ def _dot_float64(a, b):
     return s
 
 
+@njit(cache=True)
+def _entry_term(extra, rhs, y):
+    # an observed entry's part of the objective, e y^2 - 2 b y + b, in float64
+    e = np.float64(extra)
+    b = np.float64(rhs)
+    return e * y * y - 2.0 * b * y + b
+
+
 @njit(parallel=True, cache=True)
 def data_term(indptr, indices, extra, rhs, P, Q, bounds):
     """sum over observed entries of e y^2 - 2 b y + b, with y = P[u] . Q[i] (float64 sums).
@@ -985,9 +991,7 @@ def data_term(indptr, indices, extra, rhs, P, Q, bounds):
             pu = P[u]
             for idx in range(indptr[u], indptr[u + 1]):
                 prefetch_entry(Q, indices, idx + PREFETCH_AHEAD, limit)
-                y = _dot_float64(pu, Q[indices[idx]])
-                acc += np.float64(extra[idx]) * y * y - 2.0 * np.float64(rhs[idx]) * y
-                acc += np.float64(rhs[idx])
+                acc += _entry_term(extra[idx], rhs[idx], _dot_float64(pu, Q[indices[idx]]))
         partial[c] = acc
     total = 0.0
     for c in range(n_chunks):
@@ -1021,17 +1025,7 @@ def solve_rows(
     """
     if solver == "cholesky":
         solve_cholesky(
-            indptr,
-            indices,
-            extra,
-            rhs,
-            row_weight,
-            reg,
-            gram,
-            other,
-            factors,
-            bounds,
-            status,
+            indptr, indices, extra, rhs, row_weight, reg, gram, other, factors, bounds, status
         )
     elif solver == "cg":
         solve_cg(
