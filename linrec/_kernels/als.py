@@ -571,17 +571,7 @@ def _solve_exact_rotated(
 
 
 def solve_cholesky(
-    indptr,
-    indices,
-    extra,
-    rhs,
-    row_weight,
-    row_reg,
-    gram,
-    other,
-    factors,
-    bounds,
-    status,
+    indptr, indices, extra, rhs, row_weight, row_reg, gram, other, factors, bounds, status
 ):
     """Exact row update: ``factors[u]`` <- argmin f_u for every row (see module notes).
 
