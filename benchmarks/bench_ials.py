@@ -2,8 +2,10 @@
 
 Both libraries run in this one process with the same thread count, factors and epochs, fits
 interleaved (linrec, implicit, linrec, ...) so that load from other processes hits both alike.
-Pairs: linrec CG vs implicit CG (same number of CG steps), linrec Cholesky vs implicit
-Cholesky, and linrec iALS++ (reported against implicit Cholesky and linrec Cholesky).
+Pairs: linrec CG vs implicit CG (same number of CG steps; linrec's default preconditioned,
+warm-started CG as ``cg``, started from zero as ``cg-zero``, textbook CG as implicit's as
+``cg-plain``), linrec Cholesky vs implicit Cholesky, and linrec iALS++ (reported against implicit
+Cholesky and linrec Cholesky).
 
 Reported per pair: median seconds per epoch over all timed epochs (after a warm-up fit that
 loads numba's cache), peak resident-memory increase during fit, Recall@20 / NDCG@20 on the
@@ -86,7 +88,18 @@ def synthetic(n_users, n_items=100_000, density=0.002, cache=None):
     return train, test
 
 
-def run_linrec(train, params, d, solver, epochs, threads, cg_steps, block_size):
+# bench pair -> (linrec solver, its CG options); the implicit peer is CG for every cg* pair
+PAIRS = {
+    "cg": ("cg", {}),
+    "cg-zero": ("cg", {"cg_warm_start": False}),
+    "cg-plain": ("cg", {"cg_precondition": False}),
+    "cholesky": ("cholesky", {}),
+    "ialspp": ("ialspp", {}),
+}
+
+
+def run_linrec(train, params, d, pair, epochs, threads, cg_steps, block_size):
+    solver, options = PAIRS[pair]
     model = IALS(
         n_factors=d,
         solver=solver,
@@ -95,6 +108,7 @@ def run_linrec(train, params, d, solver, epochs, threads, cg_steps, block_size):
         random_state=0,
         cg_steps=cg_steps,
         block_size=block_size,
+        **options,
         **params,
     )
     with PeakMemory() as mem:
@@ -158,7 +172,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cg-steps", type=int, default=3)
     ap.add_argument("--block-size", type=int, default=32)
-    ap.add_argument("--pairs", nargs="+", default=["cg", "cholesky", "ialspp"])
+    ap.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=["cg", "cholesky", "ialspp"])
     ap.add_argument(
         "--skip-implicit-cholesky-above",
         type=int,
@@ -197,7 +211,7 @@ def main(argv=None):
         lp, ip = LINREC_PARAMS[name], IMPLICIT_PARAMS[name]
         for d in args.factors:
             for pair in args.pairs:
-                use_cg = pair == "cg"
+                use_cg = PAIRS[pair][0] == "cg"
                 with_implicit = pair != "ialspp" and not (
                     not use_cg and d > args.skip_implicit_cholesky_above
                 )

@@ -367,10 +367,23 @@ class IALS(TransformerMixin, BaseRecommender):
         The offset in r_u = (n_u + offset * n_items)^nu and r_i = (n_i + offset * n_users)^nu.
         None uses ``unobserved_weight`` (Rendle et al.'s alpha0).
     solver : {"cholesky", "cg", "ialspp"}, default="cg"
-        Row solver: exact Cholesky, conjugate gradient warm-started from the previous factors
-        (``cg_steps`` steps), or Rendle et al.'s iALS++ block solver (``block_size``).
+        Row solver: exact Cholesky, conjugate gradient (``cg_steps`` steps, preconditioned
+        and warm-started by default), or Rendle et al.'s iALS++ block solver
+        (``block_size``).
     cg_steps : int, default=3
         Conjugate-gradient steps per row and half-step.
+    cg_precondition : bool, default=True
+        Precondition CG by the part of each row's system shared with every row,
+        ``c_u G + reg_u I`` (diagonal in the Gram eigenbasis the solver works in, so free).
+        The preconditioned system is the identity plus a rank-``n_u`` term: a row converges
+        in at most ``n_u + 1`` steps, and 3 steps reach a lower objective per epoch than
+        plain CG (measured in benchmarks/RESULTS.md). False gives textbook CG, as implicit.
+    cg_warm_start : bool, default=True
+        Start CG from the previous factors (True) or from zero. From zero skips rotating the
+        solved side into the eigenbasis at every half-step (two of the four factor-matrix
+        rotations of an epoch); each half-step then solves to a fixed accuracy instead of
+        refining the last one, so the objective levels off slightly above the exact
+        solver's (see benchmarks/RESULTS.md).
     block_size : int, default=32
         Coordinates per block of the iALS++ solver (clipped to ``n_factors``).
     block_sweeps : int, default=1
@@ -478,6 +491,8 @@ class IALS(TransformerMixin, BaseRecommender):
         reg_frequency_offset=None,
         solver="cg",
         cg_steps=3,
+        cg_precondition=True,
+        cg_warm_start=True,
         block_size=32,
         block_sweeps=1,
         n_epochs=15,
@@ -502,6 +517,8 @@ class IALS(TransformerMixin, BaseRecommender):
         self.reg_frequency_offset = reg_frequency_offset
         self.solver = solver
         self.cg_steps = cg_steps
+        self.cg_precondition = cg_precondition
+        self.cg_warm_start = cg_warm_start
         self.block_size = block_size
         self.block_sweeps = block_sweeps
         self.n_epochs = n_epochs
@@ -550,6 +567,9 @@ class IALS(TransformerMixin, BaseRecommender):
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         _check_int(self.cg_steps, "cg_steps")
+        for name in ("cg_precondition", "cg_warm_start"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         _check_int(self.block_size, "block_size")
         _check_int(self.block_sweeps, "block_sweeps")
         _check_int(self.n_epochs, "n_epochs")
@@ -815,7 +835,9 @@ class IALS(TransformerMixin, BaseRecommender):
             if basis is not None and not exact:
                 eigenvalues, U, _ = gram_eigenbasis(gram, F.dtype)
                 rotate_rows(other, U, out=other)
-                if solver == "cg":  # CG starts from the current rows; the exact solve does not
+                # a warm-started CG reads the current rows; the exact solve and a CG from zero
+                # only write them
+                if solver == "cg" and self.cg_warm_start:
                     rotate_rows(F, U, out=F)
                 basis[...] = basis @ U.astype(np.float64)
                 solve_rows_diagonal(
@@ -829,6 +851,8 @@ class IALS(TransformerMixin, BaseRecommender):
                     cg_steps=self.cg_steps,
                     max_row=max_row,
                     data_rows=data_rows,
+                    cg_precondition=self.cg_precondition,
+                    cg_warm_start=self.cg_warm_start,
                 )
             else:
                 solve_rows(
@@ -843,6 +867,8 @@ class IALS(TransformerMixin, BaseRecommender):
                     block_size=self.block_size,
                     block_sweeps=self.block_sweeps,
                     max_row=max_row,
+                    cg_precondition=self.cg_precondition,
+                    cg_warm_start=self.cg_warm_start,
                 )
         if status.any():
             row = int(np.flatnonzero(status)[0])

@@ -260,6 +260,8 @@ def _solve_task(block_id, arrays, own, other, gram, config, solver, with_objecti
                 block_size=config["block_size"],
                 block_sweeps=config["block_sweeps"],
                 max_row=max_row,
+                cg_precondition=config["cg_precondition"],
+                cg_warm_start=config["cg_warm_start"],
             )
         # This block's share of the Gram matrix the other side's next half-step needs:
         # sum_u C_u p_u p_u^T for users, sum_i g_i q_i q_i^T for items (row_weight is g_i,
@@ -554,6 +556,8 @@ class SparkIALS(BaseEstimator):
             "reg_exponent": float(model.reg_exponent),
             "threads_per_task": int(threads),
             "cg_steps": int(model.cg_steps),
+            "cg_precondition": bool(model.cg_precondition),
+            "cg_warm_start": bool(model.cg_warm_start),
             "block_size": min(int(model.block_size), d),
             "block_sweeps": int(model.block_sweeps),
             "item_weights": bc_weights,

@@ -351,38 +351,76 @@ def test_cholesky_kernel_paths_match_numpy_solve(rng, params, d, density):
     _assert_cholesky_solves_each_row(args, P0, bounds)
 
 
-def reference_cg(A, b, x, n_steps):
-    """Textbook conjugate gradient in float64 (the kernel runs it in the Gram eigenbasis)."""
+def reference_cg(A, b, x, n_steps, M=None):
+    """Textbook (preconditioned, with M) conjugate gradient in float64, in the original basis
+    (the kernel runs it in the Gram eigenbasis, where M is diagonal)."""
     x = x.copy()
     r = b - A @ x
-    p = r.copy()
+    z = r if M is None else np.linalg.solve(M, r)
+    p = z.copy()
     for _ in range(n_steps):
-        rr = r @ r
-        if rr == 0:
+        rz = r @ z
+        if rz == 0:
             break
         Ap = A @ p
-        alpha = rr / (p @ Ap)
+        alpha = rz / (p @ Ap)
         x += alpha * p
         r -= alpha * Ap
-        p = r + (r @ r) / rr * p
+        z = r if M is None else np.linalg.solve(M, r)
+        p = z + (r @ z) / rz * p
     return x
 
 
+@pytest.mark.parametrize("warm_start", [True, False], ids=["warm", "zero-start"])
+@pytest.mark.parametrize("precondition", [True, False], ids=["preconditioned", "plain"])
 @pytest.mark.parametrize("gather_max", [None, 6], ids=["gathered", "long-rows-in-place"])
 @pytest.mark.parametrize("d", [5, 16])
-def test_cg_kernel_iterates_equal_reference_cg(rng, d, gather_max):
+def test_cg_kernel_iterates_equal_reference_cg(rng, d, gather_max, precondition, warm_start):
     # gather_max=6: every row with more than 6 entries (most of them) reads its factors from
-    # the table in every pass instead of a gathered copy
+    # the table in every pass instead of a gathered copy. The preconditioner is each row's
+    # shared part c_u G + reg_u I; a zero start never reads the row (NaN there must not leak).
     _, args, P0, bounds = _system(rng, OBJECTIVE_PARAMS[2], d=d)
-    assert np.diff(args[0]).max() > 6 >= np.diff(args[0]).min()
+    indptr, c, reg, gram = args[0], args[4], args[5], args[6]
+    assert np.diff(indptr).max() > 6 >= np.diff(indptr).min()
     status = np.zeros(P0.shape[0], np.int8)
     for steps in (1, 2, 4):
-        P = P0.copy()
-        solve_cg(*args, P, bounds, steps, 20, status, gather_max=gather_max)
+        P = P0.copy() if warm_start else np.full_like(P0, np.nan)
+        solve_cg(
+            *args,
+            P,
+            bounds,
+            steps,
+            20,
+            status,
+            gather_max=gather_max,
+            precondition=precondition,
+            warm_start=warm_start,
+        )
         assert not status.any()
         for u in range(P.shape[0]):
-            want = reference_cg(*_row_normal_equations(args, u), P0[u], steps)
+            M = c[u] * gram + reg[u] * np.eye(d) if precondition else None
+            start = P0[u] if warm_start else np.zeros(d)
+            want = reference_cg(*_row_normal_equations(args, u), start, steps, M)
             np.testing.assert_allclose(P[u], want, atol=1e-10)
+
+
+def test_preconditioned_cg_is_exact_after_n_u_plus_one_steps(rng):
+    # the preconditioned matrix is I plus a rank-n_u term: n_u + 1 steps solve a row exactly,
+    # where plain CG (as many steps) does not
+    _, args, P0, bounds = _system(rng, OBJECTIVE_PARAMS[2], d=16, density=0.12)
+    n_u = np.diff(args[0])
+    steps = int(n_u.max()) + 1
+    assert steps < 16
+    status = np.zeros(P0.shape[0], np.int8)
+    exact = P0.copy()
+    solve_cholesky(*args, exact, bounds, status)
+    errors = {}
+    for precondition in (True, False):
+        P = P0.copy()
+        solve_cg(*args, P, bounds, steps, 20, status, precondition=precondition)
+        errors[precondition] = np.abs(P - exact).max() / np.abs(exact).max()
+    assert errors[True] < 1e-10
+    assert errors[False] > 1e-6
 
 
 @pytest.mark.parametrize("gather_max", [None, 6], ids=["gathered", "long-rows-in-place"])
@@ -727,6 +765,37 @@ def test_item_weighted_cholesky_iterates_equal_dense_reference(rng, params):
         assert obj == pytest.approx(coefficient_objective(X, P, Q, params), rel=1e-10)
     assert np.all(np.diff(model.objective_) <= 1e-12 * abs(model.objective_[0]))
     np.testing.assert_allclose(model.transform(X), model.user_factors_, atol=1e-12)
+
+
+@pytest.mark.parametrize("precondition", [True, False], ids=["preconditioned", "plain"])
+@pytest.mark.parametrize("params", OBJECTIVE_PARAMS[::2], ids=lambda p: p["objective"])
+def test_zero_start_cg_fit_converges_to_cholesky(rng, params, precondition):
+    # from zero, the common-basis fit never rotates the solved rows: with d = 5 steps each
+    # row's CG is exact, so the fit follows the exact solver's iterates
+    X = _counts(rng)
+    _, exact, _ = _fit_with_iterates(X, params, n_epochs=3)
+    errors = []
+    for steps in (1, 2, 5):
+        model, iterates, _ = _fit_with_iterates(
+            X,
+            params,
+            solver="cg",
+            cg_steps=steps,
+            cg_warm_start=False,
+            cg_precondition=precondition,
+        )
+        errors.append(max(np.abs(Q - Qe).max() for (_, Q), (_, Qe) in zip(iterates, exact)))
+        for (P, Q), obj in zip(iterates, model.objective_):
+            assert obj == pytest.approx(formula_objective(X, P, Q, params), rel=1e-10)
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-9, errors
+
+
+@pytest.mark.parametrize("name", ["cg_precondition", "cg_warm_start"])
+def test_cg_switches_must_be_bool(rng, name):
+    X = random_interactions(rng, 20, 10)
+    X = X[np.diff(X.indptr) > 0]
+    with pytest.raises(TypeError, match=f"{name} must be True or False"):
+        IALS(n_factors=3, n_epochs=1, **{name: "yes"}).fit(X)
 
 
 @pytest.mark.parametrize("params", ITEM_WEIGHTED_PARAMS[::3], ids=_item_id)

@@ -74,6 +74,7 @@ CASES = [
     ),
     ("debiased_chuang", "cg", {"prior_inflation": 2.0}),
     ("debiased_pu", "cg", {"prior_inflation": 2.0}),
+    ("rendle", "cg", {"cg_warm_start": False, "cg_precondition": False}),
     ("rendle", "cholesky", {"reg_exponent": 0.5}),
     ("hu", "ialspp", {"confidence_scale": 1.0, "block_size": 4}),
 ]

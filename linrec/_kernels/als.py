@@ -48,10 +48,14 @@ solves rows already in the basis, for a fit that keeps both sides in one common 
   >= 1): O(n_u^2 d + n_u^3) instead of O(n_u d^2 + d^3). Other rows (and any row whose small
   factorisation fails) take the d x d Cholesky of ``D_u + U^T E U``, O(n_u d^2 + d^3), the
   sum over entries built by BLAS gemm in pieces of d entries for long rows.
-- :func:`solve_cg`: conjugate gradient warm-started from the current row, ``n_steps`` steps,
-  matrix-free: ``A v = D_u v + sum_i e_ui q~_i (q~_i . v)``, O(n_u d) a step. CG's iterates
-  are those of CG in the original basis (the basis change is orthogonal). CG never
-  increases ``f_u`` (it minimises f_u over a growing Krylov space around the start).
+- :func:`solve_cg`: conjugate gradient from the current row (warm start) or from zero,
+  ``n_steps`` steps, matrix-free: ``A v = D_u v + sum_i e_ui q~_i (q~_i . v)``, O(n_u d) a
+  step, preconditioned by default with ``D_u`` (in the original basis: by the shared part
+  ``c_u G + reg_u I``). The preconditioned matrix ``I + D_u^-1/2 U^T E U D_u^-1/2`` is the
+  identity plus a rank-``n_u`` term, so its eigenvalues other than 1 number at most ``n_u``.
+  CG's iterates are those of (preconditioned) CG in the original basis (the basis change is
+  orthogonal). CG never increases ``f_u`` (it minimises f_u over a growing Krylov space
+  around the start).
 - :func:`solve_block`: Rendle et al.'s iALS++ subspace solver: for each block of ``block_size``
   coordinates, the exact minimiser of ``f_u`` over that block with the rest fixed (a
   ``block_size`` x ``block_size`` Cholesky), keeping the observed entries' gradient
@@ -619,9 +623,15 @@ def _solve_cg_rotated(
     gather_max,
     status,
     data_rows,
+    precondition,
+    warm_start,
 ):
     # CG in the Gram eigenbasis: the shared part c_u G + reg_u I is the diagonal D, so a
     # product with it costs d instead of d^2. CG's iterates do not depend on the basis.
+    # With precondition, D is also the preconditioner: the preconditioned system is the
+    # identity plus a rank-n_u term, whose eigenvalues cluster at 1 (at most n_u + 1 distinct).
+    # Without warm_start each row starts from zero, so its current value is never read (the
+    # caller need not rotate it into the basis).
     # With data_rows (length > 0), each row's share of the objective's data term at the
     # solved row, sum_i e y^2 - 2 b y + b with y = q_i . x, is written there (float64): a
     # pass over rows still in cache instead of a later gather of every entry.
@@ -633,6 +643,8 @@ def _solve_cg_rotated(
         p = np.empty(d, dtype=factors.dtype)
         Ap = np.empty(d, dtype=factors.dtype)
         D = np.empty(d, dtype=factors.dtype)
+        D_inv = np.empty(d, dtype=factors.dtype)
+        z = np.empty(d, dtype=factors.dtype)
         Qu = np.empty((max(min(max_row, gather_max), 1), d), dtype=factors.dtype)
         limit = indptr[bounds[c + 1]]  # prefetching runs ahead into the chunk's next rows
         for u in range(bounds[c], bounds[c + 1]):
@@ -652,7 +664,14 @@ def _solve_cg_rotated(
             # residual r = b - A x (gathering the rows on the way)
             for a in range(d):
                 D[a] = cu * eigenvalues[a] + reg
-                r[a] = -D[a] * x[a]
+                # a coordinate with no shared curvature (no regularisation, eigenvalue 0)
+                # is left unscaled: the preconditioner must be positive definite
+                D_inv[a] = 1 / D[a] if precondition and D[a] > 0 else 1
+                if warm_start:
+                    r[a] = -D[a] * x[a]
+                else:
+                    x[a] = 0
+                    r[a] = 0
             for k in range(n_u):
                 prefetch_entry(other, indices, start + k + PREFETCH_AHEAD, limit)
                 if gathered:
@@ -660,12 +679,15 @@ def _solve_cg_rotated(
                     q[:] = other[indices[start + k]]
                 else:
                     q = other[indices[start + k]]
-                coef = rhs[start + k] - extra[start + k] * _dot(q, x)
+                coef = rhs[start + k]
+                if warm_start:
+                    coef -= extra[start + k] * _dot(q, x)
                 for a in range(d):
                     r[a] += coef * q[a]
+            # z = D^-1 r lives in p until the first step; rr is r . z
             for a in range(d):
-                p[a] = r[a]
-            rr = _dot(r, r)
+                p[a] = D_inv[a] * r[a]
+            rr = _dot(r, p)
             for _ in range(n_steps):
                 if rr == 0:
                     break
@@ -683,10 +705,12 @@ def _solve_cg_rotated(
                 for a in range(d):
                     x[a] += alpha * p[a]
                     r[a] -= alpha * Ap[a]
-                rr_new = _dot(r, r)
+                for a in range(d):
+                    z[a] = D_inv[a] * r[a]
+                rr_new = _dot(r, z)
                 beta = rr_new / rr
                 for a in range(d):
-                    p[a] = r[a] + beta * p[a]
+                    p[a] = z[a] + beta * p[a]
                 rr = rr_new
             if want_data:
                 acc = 0.0
@@ -715,8 +739,10 @@ def solve_cg(
     max_row,
     status,
     gather_max=None,
+    precondition=True,
+    warm_start=True,
 ):
-    """``n_steps`` conjugate-gradient steps per row, warm-started from ``factors[u]``.
+    """``n_steps`` conjugate-gradient steps per row, from ``factors[u]`` or from zero.
 
     Runs in the eigenbasis of ``gram``: the rows (in place, ``factors`` C-contiguous) and the
     other side's factors are rotated by BLAS (O((rows + other rows) d^2) a call), after which
@@ -729,10 +755,17 @@ def solve_cg(
     their copy would not stay in cache, and writing it costs more memory traffic than it
     saves. Both paths do the same arithmetic in the same order. ``bounds`` must cover every
     row.
+
+    With ``precondition`` the steps are preconditioned by the shared part of each row's
+    system, ``c_u G + reg_u I`` (diagonal in the eigenbasis, so it costs O(d) a step): the
+    preconditioned matrix is the identity plus a rank-``n_u`` term, and a row converges in at
+    most ``n_u + 1`` steps. With ``warm_start`` False every row starts from zero: its current
+    value is not read, which saves rotating the rows into the eigenbasis.
     """
     eigenvalues, V, VT = gram_eigenbasis(gram, factors.dtype)
     rotated_other = rotate_rows(other, V)
-    rotate_rows(factors, V, out=factors)
+    if warm_start:
+        rotate_rows(factors, V, out=factors)
     solve_rows_diagonal(
         "cg",
         indptr,
@@ -749,6 +782,8 @@ def solve_cg(
         cg_steps=n_steps,
         max_row=max_row,
         gather_max=gather_max,
+        cg_precondition=precondition,
+        cg_warm_start=warm_start,
     )
     rotate_rows(factors, VT, out=factors)
 
@@ -771,13 +806,16 @@ def solve_rows_diagonal(
     max_row=None,
     gather_max=None,
     data_rows=None,
+    cg_precondition=True,
+    cg_warm_start=True,
 ):
     """One half-step of ``solver`` ("cg" or "cholesky") in a basis where the Gram matrix is
     ``diag(eigenvalues)``: ``other`` and ``factors`` are both given in that basis.
 
     :func:`solve_cg` and :func:`solve_cholesky` rotate into the Gram eigenbasis, call this and
     rotate back; an ALS loop that keeps both sides in a common basis calls it directly.
-    ``max_row`` (CG scratch) is computed when None; see :func:`solve_cg` for ``gather_max``.
+    ``max_row`` (CG scratch) is computed when None; see :func:`solve_cg` for ``gather_max``,
+    ``cg_precondition`` and ``cg_warm_start`` (without it, ``factors`` is only written).
     ``data_rows`` (CG only; float64, one per row) receives each row's share of the data term
     at the solved rows (see :func:`data_term`, whose sum it equals).
     """
@@ -821,6 +859,8 @@ def solve_rows_diagonal(
             max(1, int(gather_max)),
             status,
             np.empty(0, dtype=np.float64) if data_rows is None else data_rows,
+            bool(cg_precondition),
+            bool(cg_warm_start),
         )
     else:
         raise ValueError(f"solve_rows_diagonal takes 'cg' or 'cholesky', got {solver!r}")
@@ -1009,6 +1049,8 @@ def solve_rows(
     block_size,
     block_sweeps,
     max_row,
+    cg_precondition=True,
+    cg_warm_start=True,
 ):
     """One half-step with the named solver ("cholesky", "cg" or "ialspp").
 
@@ -1034,6 +1076,8 @@ def solve_rows(
             int(cg_steps),
             max_row,
             status,
+            precondition=cg_precondition,
+            warm_start=cg_warm_start,
         )
     elif solver == "ialspp":
         solve_block(
