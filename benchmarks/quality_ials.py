@@ -41,6 +41,17 @@ def main(argv=None):
     ap.add_argument("--item-weight-normalization", default="mean_count")
     ap.add_argument("--solver", default="cg")
     ap.add_argument("--cg-steps", type=int, default=3)
+    ap.add_argument(
+        "--cg-start",
+        choices=("warm", "zero"),
+        default="warm",
+        help="CG from the previous factors (IALS's default) or from zero (cg_warm_start=False)",
+    )
+    ap.add_argument(
+        "--cg-plain",
+        action="store_true",
+        help="textbook CG (cg_precondition=False; the default before the preconditioner)",
+    )
     ap.add_argument("--init-std", type=float, default=None)
     ap.add_argument("--holdout", choices=("random", "tail"), default="random")
     ap.add_argument("--patience", type=int, default=3)
@@ -63,6 +74,8 @@ def main(argv=None):
         item_weight_normalization=args.item_weight_normalization,
         solver=args.solver,
         cg_steps=args.cg_steps,
+        cg_warm_start=args.cg_start == "warm",
+        cg_precondition=not args.cg_plain,
         init_std=args.init_std,
         random_state=0,
         n_jobs=args.threads,
