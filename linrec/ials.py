@@ -429,8 +429,9 @@ class IALS(TransformerMixin, BaseRecommender):
     A user half-step costs O(n_items d^2) for the Gram matrix by BLAS plus, per row:
     ``"cholesky"`` O(n_u^2 d + n_u^3) when n_u < d (Woodbury form in the Gram eigenbasis,
     see :mod:`linrec._kernels.als`) and O(n_u d^2 + d^3) otherwise; ``"cg"``
-    O(cg_steps n_u d); both plus O((n_users + n_items) d^2) of BLAS rotations into and out
-    of the eigenbasis per half-step. ``"ialspp"``: O(block_sweeps (n_u d b + d b^2 + d^2))
+    O(cg_steps n_u d); both plus O((n_users + n_items) d^2) of BLAS rotations into the
+    eigenbasis per half-step (only the other side's for the exact solver and for CG from
+    zero). ``"ialspp"``: O(block_sweeps (n_u d b + d b^2 + d^2))
     with block size b. Memory: the factors and their rotated copies, two arrays of nnz
     weights in each orientation, and per-thread scratch of O(d^2 + max n_u d). The final
     exact user step costs one Cholesky half-step. Item weights (beta != 0) add one
