@@ -2,7 +2,7 @@ import numba
 import pytest
 from threadpoolctl import threadpool_info
 
-from linrec._threading import blas_threads, numba_threads, resolve_n_jobs
+from linrec._threading import blas_threads, numba_threads, resolve_n_jobs, thread_controller
 
 
 def test_resolve_n_jobs():
@@ -36,3 +36,21 @@ def test_numba_threads_sets_and_restores_even_on_error():
 def test_blas_threads_limit():
     with blas_threads(1):
         assert all(t == 1 for t in _blas_threads())
+
+
+def test_thread_controller_is_reused_until_a_module_is_imported(monkeypatch):
+    import sys
+    import types
+
+    first = thread_controller()
+    assert thread_controller() is first
+    # a new extension module may bring its own BLAS: the controller is rebuilt
+    monkeypatch.setitem(sys.modules, "linrec_test_fake_module", types.ModuleType("fake"))
+    rebuilt = thread_controller()
+    assert rebuilt is not first
+    assert thread_controller() is rebuilt
+    # every BLAS found by a fresh scan is limited inside numba_threads and restored after
+    before = _blas_threads()
+    with numba_threads(1):
+        assert _blas_threads() and all(t == 1 for t in _blas_threads())
+    assert _blas_threads() == before
