@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _ials_common import SHARED_DATA
-from bench_ials import LINREC_PARAMS, synthetic
+from bench_ials import LINREC_PARAMS, _load, synthetic
 
 from linrec.datasets import load_lightgcn
 from linrec.ials import IALS
@@ -59,12 +59,10 @@ def main(argv=None):
         name = path.name
         train, test = load_lightgcn(path if path.exists() else SHARED_DATA / path.name)
     params = LINREC_PARAMS.get(name, LINREC_PARAMS["gowalla"])
-    with open("/proc/loadavg") as fh:
-        print(
-            f"{name}, d = {args.factors}, {args.threads} threads, {params}; "
-            f"load at start {fh.read().split()[:3]}",
-            flush=True,
-        )
+    print(
+        f"{name}, d = {args.factors}, {args.threads} threads, {params}; load at start {_load()}",
+        flush=True,
+    )
     print("| solver | block | epoch | s/epoch | cumulative s | Recall@20 | objective |")
     print("|---|---|---|---|---|---|---|", flush=True)
     for solver, block in args.variants:
@@ -105,8 +103,7 @@ def main(argv=None):
                 f"{seconds:.2f} | {total:.2f} | {recall:.4f} | {objective:.6g} |",
                 flush=True,
             )
-    with open("/proc/loadavg") as fh:
-        print(f"load at end {fh.read().split()[:3]}", flush=True)
+    print(f"load at end {_load()}", flush=True)
 
 
 if __name__ == "__main__":
