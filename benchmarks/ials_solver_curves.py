@@ -32,11 +32,15 @@ from linrec.metrics import FactorScores, evaluate
 
 
 def parse_variant(text):
-    """``"cholesky"``, ``"cg"`` or ``"ialspp:64"`` (solver, optional block size)."""
-    solver, _, block = text.partition(":")
+    """``"cholesky"``, ``"cg"``, ``"ialspp:64"`` or ``"ialspp:64:coordinate"`` (solver,
+    optional block size, optional iALS++ block basis)."""
+    solver, _, rest = text.partition(":")
+    block, _, basis = rest.partition(":")
     if solver not in ("cholesky", "cg", "ialspp"):
         raise argparse.ArgumentTypeError(f"unknown solver {solver!r}")
-    return solver, int(block) if block else 32
+    if basis not in ("", "eigen", "coordinate"):
+        raise argparse.ArgumentTypeError(f"unknown block basis {basis!r}")
+    return solver, int(block) if block else 32, basis or "eigen"
 
 
 def main(argv=None):
@@ -47,7 +51,9 @@ def main(argv=None):
     ap.add_argument("--factors", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--variants", nargs="+", type=parse_variant, default=[("cholesky", 32)])
+    ap.add_argument(
+        "--variants", nargs="+", type=parse_variant, default=[("cholesky", 32, "eigen")]
+    )
     args = ap.parse_args(argv)
     if args.synthetic == (args.data is not None):
         ap.error("give exactly one of --data and --synthetic")
@@ -65,12 +71,13 @@ def main(argv=None):
     )
     print("| solver | block | epoch | s/epoch | cumulative s | Recall@20 | objective |")
     print("|---|---|---|---|---|---|---|", flush=True)
-    for solver, block in args.variants:
+    for solver, block, basis in args.variants:
         # warm-up: loads numba's compiled kernels from cache
         IALS(
             n_factors=args.factors,
             solver=solver,
             block_size=block,
+            block_basis=basis,
             n_epochs=1,
             n_jobs=args.threads,
             **params,
@@ -88,6 +95,7 @@ def main(argv=None):
             n_factors=args.factors,
             solver=solver,
             block_size=block,
+            block_basis=basis,
             n_epochs=args.epochs,
             n_jobs=args.threads,
             random_state=0,
@@ -99,7 +107,7 @@ def main(argv=None):
             zip(model.epoch_times_, cumulative, recalls, model.objective_), start=1
         ):
             print(
-                f"| {solver} | {block if solver == 'ialspp' else '-'} | {epoch} | "
+                f"| {solver} | {f'{block} {basis}' if solver == 'ialspp' else '-'} | {epoch} | "
                 f"{seconds:.2f} | {total:.2f} | {recall:.4f} | {objective:.6g} |",
                 flush=True,
             )

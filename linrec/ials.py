@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 OBJECTIVES = ("rendle", "hu", "debiased_chuang", "debiased_pu")
 SOLVERS = ("cholesky", "cg", "ialspp")
+BLOCK_BASES = ("eigen", "coordinate")
 ITEM_WEIGHT_NORMALIZATIONS = ("mean_count", "unit_mean")
 
 # Chunks of rows per thread in the parallel kernels: many small chunks balance power-law rows.
@@ -388,6 +389,13 @@ class IALS(TransformerMixin, BaseRecommender):
         Coordinates per block of the iALS++ solver (clipped to ``n_factors``).
     block_sweeps : int, default=1
         Sweeps over all blocks per half-step of the iALS++ solver.
+    block_basis : {"eigen", "coordinate"}, default="eigen"
+        The iALS++ solver's blocks: consecutive eigenvectors of the Gram matrix, where the
+        part of each row's system shared by all rows is diagonal (blocks interact only
+        through the row's own entries, and rows short enough are solved exactly by the
+        Woodbury form, where that is not dearer than the sweeps); or consecutive
+        coordinates, Rendle et al.'s original blocks. Both minimise each block exactly, so
+        neither increases the objective.
     n_epochs : int, default=15
         Epochs; one epoch is a user half-step then an item half-step.
     init_std : float, optional
@@ -431,12 +439,13 @@ class IALS(TransformerMixin, BaseRecommender):
     see :mod:`linrec._kernels.als`) and O(n_u d^2 + d^3) otherwise; ``"cg"``
     O(cg_steps n_u d); both plus O((n_users + n_items) d^2) of BLAS rotations into the
     eigenbasis per half-step (only the other side's for the exact solver and for CG from
-    zero). ``"ialspp"``: O(block_sweeps (n_u d b + d b^2 + d^2))
-    with block size b. Memory: the factors and their rotated copies, two arrays of nnz
-    weights in each orientation, and per-thread scratch of O(d^2 + max n_u d). The final
-    exact user step costs one Cholesky half-step. Item weights (beta != 0) add one
-    n_items x d scaled copy for the weighted Gram matrix per user half-step and nothing to
-    the per-row cost.
+    zero). ``"ialspp"``: O(block_sweeps (n_u d b + d b^2)) with block size b in the
+    eigenbasis (plus its rotations; rows solved exactly as for ``"cholesky"``), and
+    O(block_sweeps (n_u d b + d b^2 + d^2)) with coordinate blocks. Memory: the factors
+    and their rotated copies, two arrays of nnz weights in each orientation, and
+    per-thread scratch of O(d^2 + max n_u d). The final exact user step costs one
+    Cholesky half-step. Item weights (beta != 0) add one n_items x d scaled copy for the
+    weighted Gram matrix per user half-step and nothing to the per-row cost.
 
     Settings that worked on Gowalla (LightGCN split, tuned on a validation split of the
     training file, see benchmarks/RESULTS.md, "Tuning round 2"): ``objective="rendle",
@@ -496,6 +505,7 @@ class IALS(TransformerMixin, BaseRecommender):
         cg_warm_start=True,
         block_size=32,
         block_sweeps=1,
+        block_basis="eigen",
         n_epochs=15,
         init_std=None,
         early_stopping_rounds=None,
@@ -522,6 +532,7 @@ class IALS(TransformerMixin, BaseRecommender):
         self.cg_warm_start = cg_warm_start
         self.block_size = block_size
         self.block_sweeps = block_sweeps
+        self.block_basis = block_basis
         self.n_epochs = n_epochs
         self.init_std = init_std
         self.early_stopping_rounds = early_stopping_rounds
@@ -573,6 +584,8 @@ class IALS(TransformerMixin, BaseRecommender):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         _check_int(self.block_size, "block_size")
         _check_int(self.block_sweeps, "block_sweeps")
+        if self.block_basis not in BLOCK_BASES:
+            raise ValueError(f"block_basis must be one of {BLOCK_BASES}, got {self.block_basis!r}")
         _check_int(self.n_epochs, "n_epochs")
         if self.init_std is not None:
             _check_real(self.init_std, "init_std", low=0.0, low_inclusive=False)
@@ -592,6 +605,12 @@ class IALS(TransformerMixin, BaseRecommender):
                     "regularization=0 with unobserved_weight=0 leaves rows with fewer than "
                     "n_factors interactions undetermined: set one of them > 0"
                 )
+
+    def _eigen_solver(self):
+        """Whether the solver works in the Gram eigenbasis (so the fit keeps a common basis)."""
+        return self.solver in ("cg", "cholesky") or (
+            self.solver == "ialspp" and self.block_basis == "eigen"
+        )
 
     def _offset(self):
         if self.reg_frequency_offset is None:
@@ -735,7 +754,7 @@ class IALS(TransformerMixin, BaseRecommender):
         # rotating the other side in and the solved rows in and back out (4 products of a
         # factor matrix with a d x d matrix per epoch instead of 6). W is kept in float64;
         # the factors are turned back before anything outside the loop sees them.
-        basis = np.eye(d) if self.solver in ("cg", "cholesky") else None
+        basis = np.eye(d) if self._eigen_solver() else None
         # CG's item half-step leaves each item's share of the objective's data term here
         data = np.empty(n_items) if self.solver == "cg" else None
 
@@ -838,7 +857,7 @@ class IALS(TransformerMixin, BaseRecommender):
                 rotate_rows(other, U, out=other)
                 # a warm-started CG reads the current rows; the exact solve and a CG from zero
                 # only write them
-                if solver == "cg" and self.cg_warm_start:
+                if (solver == "cg" and self.cg_warm_start) or solver == "ialspp":
                     rotate_rows(F, U, out=F)
                 basis[...] = basis @ U.astype(np.float64)
                 solve_rows_diagonal(
@@ -854,6 +873,8 @@ class IALS(TransformerMixin, BaseRecommender):
                     data_rows=data_rows,
                     cg_precondition=self.cg_precondition,
                     cg_warm_start=self.cg_warm_start,
+                    block_size=self.block_size,
+                    block_sweeps=self.block_sweeps,
                 )
             else:
                 solve_rows(
@@ -870,6 +891,7 @@ class IALS(TransformerMixin, BaseRecommender):
                     max_row=max_row,
                     cg_precondition=self.cg_precondition,
                     cg_warm_start=self.cg_warm_start,
+                    block_basis=self.block_basis,
                 )
         if status.any():
             row = int(np.flatnonzero(status)[0])

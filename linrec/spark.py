@@ -262,6 +262,7 @@ def _solve_task(block_id, arrays, own, other, gram, config, solver, with_objecti
                 max_row=max_row,
                 cg_precondition=config["cg_precondition"],
                 cg_warm_start=config["cg_warm_start"],
+                block_basis=config["block_basis"],
             )
         # This block's share of the Gram matrix the other side's next half-step needs:
         # sum_u C_u p_u p_u^T for users, sum_i g_i q_i q_i^T for items (row_weight is g_i,
@@ -560,6 +561,7 @@ class SparkIALS(BaseEstimator):
             "cg_warm_start": bool(model.cg_warm_start),
             "block_size": min(int(model.block_size), d),
             "block_sweeps": int(model.block_sweeps),
+            "block_basis": model.block_basis,
             "item_weights": bc_weights,
         }
         sides, cached = {}, []

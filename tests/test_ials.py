@@ -9,10 +9,12 @@ import pytest
 import scipy.sparse as sp
 
 from linrec._kernels.als import (
+    block_exact_max_entries_for,
     chunk_bounds,
     data_term,
     rotate_rows,
     solve_block,
+    solve_block_eigen,
     solve_cg,
     solve_cholesky,
     solve_rows_diagonal,
@@ -239,12 +241,21 @@ def test_class_prior_array_matches_reference(rng):
         )
 
 
-@pytest.mark.parametrize("solver", ["cholesky", "cg", "ialspp"])
+# iALS++ in both block bases
+SOLVER_VARIANTS = {
+    "cholesky": {"solver": "cholesky"},
+    "cg": {"solver": "cg"},
+    "ialspp": {"solver": "ialspp"},
+    "ialspp-coordinate": {"solver": "ialspp", "block_basis": "coordinate"},
+}
+
+
+@pytest.mark.parametrize("solver", SOLVER_VARIANTS)
 @pytest.mark.parametrize("params", OBJECTIVE_PARAMS[::2], ids=lambda p: p["objective"])
 def test_objective_never_increases(rng, params, solver):
     X = _counts(rng, 50, 35)
     model, _, _ = _fit_with_iterates(
-        X, params, solver=solver, n_epochs=8, d=6, block_size=2, cg_steps=2
+        X, params, **SOLVER_VARIANTS[solver], n_epochs=8, d=6, block_size=2, cg_steps=2
     )
     obj = np.asarray(model.objective_)
     assert np.all(np.diff(obj) <= 1e-12 * abs(obj[0])), obj
@@ -540,8 +551,16 @@ def test_cg_and_block_converge_to_cholesky(rng, params):
         assert not status.any()
         block_err.append(np.abs(P - exact).max())
         assert np.all(_row_objective(args, P) <= f0 + 1e-12)
+    eigen_err = []
+    for sweeps in (1, 3, 10, 300):
+        P = P0.copy()
+        solve_block_eigen(*args, P, bounds, 2, sweeps, 20, status, exact_max_entries=0)
+        assert not status.any()
+        eigen_err.append(np.abs(P - exact).max())
+        assert np.all(_row_objective(args, P) <= f0 + 1e-12)
     assert cg_err[-1] < 1e-9 and block_err[-1] < 1e-7, (cg_err, block_err)
     assert cg_err[0] > cg_err[-1] and block_err[0] > block_err[1] > block_err[-1]
+    assert eigen_err[0] > eigen_err[1] > eigen_err[-1] and eigen_err[-1] < 1e-7, eigen_err
     # one block of full size is the exact solve
     P = P0.copy()
     solve_block(*args, P, bounds, P.shape[1], 1, 20, status)
@@ -578,6 +597,78 @@ def test_block_sweeps_match_numpy_reference(rng, params, block_size):
         )
 
 
+def _eigen_block_reference(args, P0, block_size, n_sweeps):
+    """iALS++ over eigenvector blocks written out: each row's normal equations turned into
+    the eigenbasis of the Gram matrix (numpy.linalg.eigh), numpy.linalg.solve per block."""
+    indptr, gram = args[0], args[6]
+    V = np.linalg.eigh(gram)[1]
+    Z = P0.astype(np.float64) @ V
+    d = Z.shape[1]
+    for u in range(Z.shape[0]):
+        if indptr[u] == indptr[u + 1]:
+            Z[u] = 0
+            continue
+        A, b = _row_normal_equations(args, u)
+        A, b = V.T @ A @ V, V.T @ b
+        for _ in range(n_sweeps):
+            for s in range(0, d, block_size):
+                B = slice(s, min(s + block_size, d))
+                Z[u, B] = np.linalg.solve(A[B, B], b[B] - A[B] @ Z[u] + A[B, B] @ Z[u, B])
+    return Z @ V.T
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 7])
+@pytest.mark.parametrize("params", OBJECTIVE_PARAMS[::2], ids=lambda p: p["objective"])
+def test_eigen_block_sweeps_match_numpy_reference(rng, params, block_size):
+    _, args, P0, bounds = _system(rng, params)
+    status = np.zeros(P0.shape[0], np.int8)
+    for sweeps in (1, 2):
+        P = P0.copy()
+        solve_block_eigen(*args, P, bounds, block_size, sweeps, 20, status, exact_max_entries=0)
+        assert not status.any()
+        np.testing.assert_allclose(
+            P, _eigen_block_reference(args, P0, block_size, sweeps), atol=1e-10
+        )
+
+
+@pytest.mark.parametrize("params", OBJECTIVE_PARAMS, ids=lambda p: p["objective"])
+def test_eigen_block_solves_short_rows_exactly(rng, params):
+    # rows with fewer entries than factors and no negative weight take the exact Woodbury
+    # solve; the others the block sweeps
+    _, args, P0, bounds = _system(rng, params)
+    indptr, extra = args[0], args[2]
+    status = np.zeros(P0.shape[0], np.int8)
+    P = P0.copy()
+    solve_block_eigen(*args, P, bounds, 2, 1, 20, status, exact_max_entries=6)
+    exact = P0.copy()
+    solve_cholesky(*args, exact, bounds, status)
+    sweeps = _eigen_block_reference(args, P0, 2, 1)
+    short = np.array(
+        [
+            indptr[u + 1] - indptr[u] < 7 and np.all(extra[indptr[u] : indptr[u + 1]] >= 0)
+            for u in range(P.shape[0])
+        ]
+    )
+    assert short.sum() >= 3 and (~short).sum() >= 3
+    np.testing.assert_allclose(P[short], exact[short], atol=1e-11)
+    np.testing.assert_allclose(P[~short], sweeps[~short], atol=1e-10)
+    assert np.abs(P[~short] - exact[~short]).max() > 1e-6  # one sweep is not the solution
+
+
+@pytest.mark.parametrize(
+    ("d", "block_size", "sweeps"),
+    [(7, 2, 1), (64, 32, 1), (256, 64, 1), (256, 64, 3), (512, 128, 2)],
+)
+def test_block_exact_bound_is_the_cost_crossing(d, block_size, sweeps):
+    def exact_cost(n):
+        return n * n * d / 2 + n**3 / 6
+
+    n = block_exact_max_entries_for(d, block_size, sweeps)
+    assert 1 <= n < d
+    assert exact_cost(n) <= sweeps * n * d * block_size
+    assert n == d - 1 or exact_cost(n + 1) > sweeps * (n + 1) * d * block_size
+
+
 def test_data_term_matches_numpy(rng):
     params = OBJECTIVE_PARAMS[2]
     X, args, P0, bounds = _system(rng, params, dtype=np.float32)
@@ -600,10 +691,11 @@ def test_float32_default_close_to_float64(rng):
     np.testing.assert_allclose(m32.item_factors_, m64.item_factors_, atol=1e-3)
 
 
-@pytest.mark.parametrize("solver", ["cholesky", "cg", "ialspp"])
+@pytest.mark.parametrize("solver", SOLVER_VARIANTS)
 def test_deterministic(rng, solver):
     X = random_interactions(rng, 80, 50)
-    kw = dict(n_factors=8, n_epochs=3, solver=solver, random_state=3, n_jobs=2, block_size=3)
+    kw = dict(n_factors=8, n_epochs=3, random_state=3, n_jobs=2, block_size=3)
+    kw.update(SOLVER_VARIANTS[solver])
     a = IALS(**kw).fit(X)
     b = IALS(**kw).fit(X)
     np.testing.assert_array_equal(a.item_factors_, b.item_factors_)
@@ -700,6 +792,8 @@ def test_ill_posed_settings_raise_clear_errors(rng):
         IALS(confidence_scale=2.0).fit(X)
     with pytest.raises(ValueError, match="solver"):
         IALS(solver="lu").fit(X)
+    with pytest.raises(ValueError, match="block_basis must be one of"):
+        IALS(solver="ialspp", block_basis="random").fit(X)
     with pytest.raises(ValueError, match="class_prior"):
         IALS(objective="debiased_pu", class_prior=np.full(3, 0.1)).fit(X)
     # overflowing weights in float32: a named error, never NaN factors
@@ -798,8 +892,9 @@ def test_cg_switches_must_be_bool(rng, name):
         IALS(n_factors=3, n_epochs=1, **{name: "yes"}).fit(X)
 
 
+@pytest.mark.parametrize("block_basis", ["eigen", "coordinate"])
 @pytest.mark.parametrize("params", ITEM_WEIGHTED_PARAMS[::3], ids=_item_id)
-def test_item_weighted_cg_and_block_converge_to_cholesky(rng, params):
+def test_item_weighted_cg_and_block_converge_to_cholesky(rng, params, block_basis):
     X = _every_item_counted(rng)
     exact, _, _ = _fit_with_iterates(X, params, n_epochs=2)
     cg_err, block_err = [], []
@@ -808,7 +903,13 @@ def test_item_weighted_cg_and_block_converge_to_cholesky(rng, params):
         cg_err.append(np.abs(cg.item_factors_ - exact.item_factors_).max())
     for sweeps in (1, 5, 300):
         block, _, _ = _fit_with_iterates(
-            X, params, solver="ialspp", n_epochs=2, block_size=2, block_sweeps=sweeps
+            X,
+            params,
+            solver="ialspp",
+            n_epochs=2,
+            block_size=2,
+            block_sweeps=sweeps,
+            block_basis=block_basis,
         )
         block_err.append(np.abs(block.item_factors_ - exact.item_factors_).max())
     assert cg_err[0] > cg_err[1] > cg_err[2] and cg_err[2] < 1e-9, cg_err

@@ -77,6 +77,7 @@ CASES = [
     ("rendle", "cg", {"cg_warm_start": False, "cg_precondition": False}),
     ("rendle", "cholesky", {"reg_exponent": 0.5}),
     ("hu", "ialspp", {"confidence_scale": 1.0, "block_size": 4}),
+    ("rendle", "ialspp", {"block_size": 3, "block_basis": "coordinate"}),
 ]
 
 

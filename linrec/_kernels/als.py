@@ -76,11 +76,13 @@ from numba import njit, prange
 from linrec._kernels.prefetch import PREFETCH_AHEAD, prefetch_entry
 
 __all__ = [
+    "block_exact_max_entries_for",
     "chunk_bounds",
     "data_term",
     "gram_eigenbasis",
     "rotate_rows",
     "solve_block",
+    "solve_block_eigen",
     "solve_cg",
     "solve_cholesky",
     "solve_rows",
@@ -788,6 +790,57 @@ def solve_cg(
     rotate_rows(factors, VT, out=factors)
 
 
+def solve_block_eigen(
+    indptr,
+    indices,
+    extra,
+    rhs,
+    row_weight,
+    row_reg,
+    gram,
+    other,
+    factors,
+    bounds,
+    block_size,
+    n_sweeps,
+    max_row,
+    status,
+    exact_max_entries=None,
+):
+    """iALS++ over blocks of the Gram eigenbasis's coordinates, from ``factors[u]``.
+
+    ``n_sweeps`` sweeps of exact minimisation over each block of ``block_size`` eigenvectors
+    of ``gram`` in turn (ascending eigenvalue). In that basis the shared part of every row's
+    system is diagonal, so blocks interact only through the row's own entries and a block step
+    costs O(n_u b^2 + b^3), without the O(d b) update of ``G x`` of coordinate blocks. Rows of
+    at most ``exact_max_entries`` entries (default :func:`block_exact_max_entries_for`) are
+    solved exactly, by the Woodbury form of :func:`solve_cholesky`. ``factors``
+    (C-contiguous) is rotated in, solved and rotated back in place.
+    """
+    eigenvalues, V, VT = gram_eigenbasis(gram, factors.dtype)
+    rotated_other = rotate_rows(other, V)
+    rotate_rows(factors, V, out=factors)
+    solve_rows_diagonal(
+        "ialspp",
+        indptr,
+        indices,
+        extra,
+        rhs,
+        row_weight,
+        row_reg,
+        eigenvalues,
+        rotated_other,
+        factors,
+        bounds,
+        status,
+        max_row=max_row,
+        block_size=block_size,
+        block_sweeps=n_sweeps,
+        block_exact_max_entries=exact_max_entries,
+    )
+    rotate_rows(factors, VT, out=factors)
+
+
 def solve_rows_diagonal(
     solver,
     indptr,
@@ -808,9 +861,12 @@ def solve_rows_diagonal(
     data_rows=None,
     cg_precondition=True,
     cg_warm_start=True,
+    block_size=32,
+    block_sweeps=1,
+    block_exact_max_entries=None,
 ):
-    """One half-step of ``solver`` ("cg" or "cholesky") in a basis where the Gram matrix is
-    ``diag(eigenvalues)``: ``other`` and ``factors`` are both given in that basis.
+    """One half-step of ``solver`` ("cg", "cholesky" or "ialspp") in a basis where the Gram
+    matrix is ``diag(eigenvalues)``: ``other`` and ``factors`` are both given in that basis.
 
     :func:`solve_cg` and :func:`solve_cholesky` rotate into the Gram eigenbasis, call this and
     rotate back; an ALS loop that keeps both sides in a common basis calls it directly.
@@ -818,6 +874,9 @@ def solve_rows_diagonal(
     ``cg_precondition`` and ``cg_warm_start`` (without it, ``factors`` is only written).
     ``data_rows`` (CG only; float64, one per row) receives each row's share of the data term
     at the solved rows (see :func:`data_term`, whose sum it equals).
+    "ialspp" runs ``block_sweeps`` sweeps of blocks of ``block_size`` eigen-coordinates from
+    the current rows; rows with at most ``block_exact_max_entries`` entries are solved exactly
+    instead (default :func:`block_exact_max_entries`, where that is not dearer).
     """
     if data_rows is not None and (
         solver != "cg" or data_rows.dtype != np.float64 or data_rows.shape != (factors.shape[0],)
@@ -862,8 +921,47 @@ def solve_rows_diagonal(
             bool(cg_precondition),
             bool(cg_warm_start),
         )
+    elif solver == "ialspp":
+        d = factors.shape[1]
+        block_size = min(int(block_size), d)
+        if max_row is None:
+            max_row = int(np.max(np.diff(indptr))) if indptr.shape[0] > 1 else 0
+        if block_exact_max_entries is None:
+            block_exact_max_entries = block_exact_max_entries_for(d, block_size, block_sweeps)
+        _solve_block_rotated(
+            indptr,
+            indices,
+            extra,
+            rhs,
+            row_weight,
+            row_reg,
+            eigenvalues,
+            other,
+            factors,
+            bounds,
+            block_size,
+            int(block_sweeps),
+            int(max_row),
+            int(block_exact_max_entries),
+            float(np.sqrt(np.finfo(factors.dtype).eps)),
+            status,
+        )
     else:
-        raise ValueError(f"solve_rows_diagonal takes 'cg' or 'cholesky', got {solver!r}")
+        raise ValueError(f"solve_rows_diagonal takes 'cg', 'cholesky' or 'ialspp', got {solver!r}")
+
+
+def block_exact_max_entries_for(n_factors, block_size, block_sweeps):
+    """The longest row the eigenbasis iALS++ solver solves exactly instead of by sweeps.
+
+    A row of n entries costs about ``n^2 d / 2 + n^3 / 6`` multiply-adds by the exact
+    n x n (Woodbury) solve and ``sweeps * n d b`` by block sweeps (each block's b x b
+    Hessian sums n outer products of length-b slices). Below the crossing the exact solve
+    is both cheaper and better; it needs fewer entries than factors.
+    """
+    d, b, sweeps = int(n_factors), int(block_size), int(block_sweeps)
+    n = np.arange(1, d, dtype=np.float64)
+    cheaper = n * n * d / 2 + n**3 / 6 <= sweeps * n * d * b
+    return int(n[cheaper].max()) if cheaper.any() else 0
 
 
 @njit(parallel=True, cache=True)
@@ -989,6 +1087,138 @@ def solve_block(
                     break
 
 
+@njit(parallel=True, cache=True)
+def _solve_block_rotated(
+    indptr,
+    indices,
+    extra,
+    rhs,
+    row_weight,
+    row_reg,
+    eigenvalues,
+    other,
+    factors,
+    bounds,
+    block_size,
+    n_sweeps,
+    max_row,
+    exact_max_entries,
+    min_ratio,
+    status,
+):
+    # iALS++ in the Gram eigenbasis: the shared part c_u G + reg_u I is the diagonal D, so
+    # the blocks are coupled only through the row's observed entries, a block's Hessian
+    # starts from D's slice, and no G x has to be kept current (O(d) a block instead of
+    # O(d b)). Rows with at most exact_max_entries entries (fewer than d, e >= 0, D safely
+    # positive) take the exact n_u x n_u Woodbury solve of _low_rank_row instead: the caller
+    # sets the bound where that costs no more than the sweeps.
+    d = factors.shape[1]
+    b = block_size
+    n_blocks = (d + b - 1) // b
+    n_chunks = bounds.shape[0] - 1
+    n_small = max(min(exact_max_entries, d - 1), 1)
+    for c in prange(n_chunks):
+        H = np.empty((b, b), dtype=factors.dtype)
+        g = np.empty(b, dtype=factors.dtype)
+        D = np.empty(d, dtype=factors.dtype)
+        coef = np.empty(max(max_row, 1), dtype=factors.dtype)
+        Qb = np.empty((n_blocks, max(max_row, 1), b), dtype=factors.dtype)
+        W = np.empty((n_small, d), dtype=factors.dtype)
+        M = np.empty((n_small, n_small), dtype=factors.dtype)
+        y = np.empty(max(n_small, d), dtype=factors.dtype)
+        s_buf = np.empty(d, dtype=factors.dtype)
+        limit = indptr[bounds[c + 1]]  # prefetching runs ahead into the chunk's next rows
+        for u in range(bounds[c], bounds[c + 1]):
+            start = indptr[u]
+            end = indptr[u + 1]
+            n_u = end - start
+            status[u] = 0
+            x = factors[u]
+            if n_u == 0:
+                x[:] = 0
+                continue
+            cu = row_weight[u]
+            reg = row_reg[u]
+            d_min = np.inf
+            d_max = 0.0
+            for a in range(d):
+                D[a] = cu * eigenvalues[a] + reg
+                d_min = min(d_min, D[a])
+                d_max = max(d_max, D[a])
+            exact = n_u <= exact_max_entries and n_u < d and d_min > min_ratio * d_max
+            if exact:
+                for idx in range(start, end):
+                    if extra[idx] < 0:
+                        exact = False
+                        break
+            if exact and _low_rank_row(
+                D, other, indices, extra, rhs, start, n_u, limit, W, M, y, s_buf, x
+            ):
+                continue
+            for k in range(n_u):
+                prefetch_entry(other, indices, start + k + PREFETCH_AHEAD, limit)
+                q = other[indices[start + k]]
+                for blk in range(n_blocks):
+                    s = blk * b
+                    Qk = Qb[blk, k]
+                    for t in range(min(b, d - s)):
+                        Qk[t] = q[s + t]
+                coef[k] = extra[start + k] * _dot(q, x) - rhs[start + k]
+            for _ in range(n_sweeps):
+                for blk in range(n_blocks):
+                    s = blk * b
+                    m = min(b, d - s)
+                    QB = Qb[blk]
+                    for a in range(m):
+                        Ha = H[a]
+                        for t in range(m):
+                            Ha[t] = 0
+                        Ha[a] = D[s + a]
+                        g[a] = D[s + a] * x[s + a]
+                    k = 0
+                    while k + 4 <= n_u:
+                        q0, q1, q2, q3 = QB[k], QB[k + 1], QB[k + 2], QB[k + 3]
+                        e0 = extra[start + k]
+                        e1 = extra[start + k + 1]
+                        e2 = extra[start + k + 2]
+                        e3 = extra[start + k + 3]
+                        c0, c1, c2, c3 = coef[k], coef[k + 1], coef[k + 2], coef[k + 3]
+                        for t in range(m):
+                            g[t] += c0 * q0[t] + c1 * q1[t] + c2 * q2[t] + c3 * q3[t]
+                        for a in range(m):
+                            a0 = e0 * q0[a]
+                            a1 = e1 * q1[a]
+                            a2 = e2 * q2[a]
+                            a3 = e3 * q3[a]
+                            Ha = H[a]
+                            for t in range(m):
+                                Ha[t] += a0 * q0[t] + a1 * q1[t] + a2 * q2[t] + a3 * q3[t]
+                        k += 4
+                    while k < n_u:
+                        q = QB[k]
+                        ew = extra[start + k]
+                        ck = coef[k]
+                        for t in range(m):
+                            g[t] += ck * q[t]
+                        for a in range(m):
+                            eqa = ew * q[a]
+                            Ha = H[a]
+                            for t in range(m):
+                                Ha[t] += eqa * q[t]
+                        k += 1
+                    for a in range(m):
+                        g[a] = -g[a]
+                    if not _cholesky_solve(H, g, m):
+                        status[u] = 1
+                        break
+                    for a in range(m):
+                        x[s + a] += g[a]
+                    for k in range(n_u):
+                        coef[k] += extra[start + k] * _dot(QB[k, :m], g[:m])
+                if status[u] != 0:
+                    break
+
+
 @njit(fastmath=True, cache=True)
 def _dot_float64(a, b):
     # a . b summed in float64. fastmath (reassociation) lets LLVM keep several partial sums in
@@ -1051,6 +1281,7 @@ def solve_rows(
     max_row,
     cg_precondition=True,
     cg_warm_start=True,
+    block_basis="eigen",
 ):
     """One half-step with the named solver ("cholesky", "cg" or "ialspp").
 
@@ -1079,7 +1310,24 @@ def solve_rows(
             precondition=cg_precondition,
             warm_start=cg_warm_start,
         )
-    elif solver == "ialspp":
+    elif solver == "ialspp" and block_basis == "eigen":
+        solve_block_eigen(
+            indptr,
+            indices,
+            extra,
+            rhs,
+            row_weight,
+            reg,
+            gram,
+            other,
+            factors,
+            bounds,
+            block_size,
+            block_sweeps,
+            max_row,
+            status,
+        )
+    elif solver == "ialspp" and block_basis == "coordinate":
         solve_block(
             indptr,
             indices,
@@ -1097,4 +1345,4 @@ def solve_rows(
             status,
         )
     else:
-        raise ValueError(f"unknown solver {solver!r}")
+        raise ValueError(f"unknown solver {solver!r} (block basis {block_basis!r})")
