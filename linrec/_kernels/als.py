@@ -505,6 +505,27 @@ def _low_rank_row(D, other, indices, extra, rhs, start, n_u, limit, W, M, y, s, 
     return True
 
 
+@njit(cache=True)
+def _shared_diagonal(eigenvalues, cu, reg, D, extra, start, end, min_ratio):
+    """D = cu * eigenvalues + reg, the row's shared part in the eigenbasis; returns whether
+    the row may take the n_u x n_u Woodbury form of :func:`_low_rank_row`: fewer entries
+    than factors, D safely positive (it is divided by) and e >= 0 (its square root is
+    taken)."""
+    d = D.shape[0]
+    d_min = np.inf
+    d_max = 0.0
+    for a in range(d):
+        D[a] = cu * eigenvalues[a] + reg
+        d_min = min(d_min, D[a])
+        d_max = max(d_max, D[a])
+    if not (end - start < d and d_min > min_ratio * d_max):
+        return False
+    for idx in range(start, end):
+        if extra[idx] < 0:
+            return False
+    return True
+
+
 @njit(parallel=True, cache=True)
 def _solve_exact_rotated(
     indptr,
@@ -542,22 +563,9 @@ def _solve_exact_rotated(
             if n_u == 0:
                 x[:] = 0
                 continue
-            cu = row_weight[u]
-            reg = row_reg[u]
-            d_min = np.inf
-            d_max = 0.0
-            for a in range(d):
-                D[a] = cu * eigenvalues[a] + reg
-                d_min = min(d_min, D[a])
-                d_max = max(d_max, D[a])
-            # The n_u x n_u (Woodbury) form needs fewer entries than factors, D safely
-            # positive (it is divided by) and e >= 0 (its square root is taken).
-            low_rank = n_u < d and d_min > min_ratio * d_max
-            if low_rank:
-                for idx in range(start, end):
-                    if extra[idx] < 0:
-                        low_rank = False
-                        break
+            low_rank = _shared_diagonal(
+                eigenvalues, row_weight[u], row_reg[u], D, extra, start, end, min_ratio
+            )
             if low_rank and _low_rank_row(
                 D, other, indices, extra, rhs, start, n_u, limit, W, A, b, s, x
             ):
@@ -964,6 +972,75 @@ def block_exact_max_entries_for(n_factors, block_size, block_sweeps):
     return int(n[cheaper].max()) if cheaper.any() else 0
 
 
+@njit(cache=True)
+def _gather_block_major(other, indices, extra, rhs, start, n_u, limit, x, Qb, coef):
+    # The row's q_i block-major: Qb[blk, k] is entry k's slice of block blk, so every block
+    # step reads contiguous, fixed-length vectors; and every entry's gradient coefficient
+    # e y - b with y = q . x its prediction.
+    n_blocks, _, b = Qb.shape
+    d = x.shape[0]
+    for k in range(n_u):
+        prefetch_entry(other, indices, start + k + PREFETCH_AHEAD, limit)
+        q = other[indices[start + k]]
+        for blk in range(n_blocks):
+            s = blk * b
+            Qk = Qb[blk, k]
+            for t in range(min(b, d - s)):
+                Qk[t] = q[s + t]
+        coef[k] = extra[start + k] * _dot(q, x) - rhs[start + k]
+
+
+@njit(cache=True)
+def _block_step(QB, extra, start, n_u, coef, H, g, m):
+    """One exact block minimisation of an iALS++ sweep, given the shared part.
+
+    On entry H (m x m) and g (m) hold the block's shared Hessian and gradient (both halved);
+    the row's entries (block slices QB, weights e, coefficients coef) are added, and the
+    block's step is solved into g. coef is brought up to date with the step. Returns False
+    when H is not positive definite.
+    """
+    # four entries per pass over H (full square: fixed-length rows vectorise better than a
+    # triangle)
+    k = 0
+    while k + 4 <= n_u:
+        q0, q1, q2, q3 = QB[k], QB[k + 1], QB[k + 2], QB[k + 3]
+        e0 = extra[start + k]
+        e1 = extra[start + k + 1]
+        e2 = extra[start + k + 2]
+        e3 = extra[start + k + 3]
+        c0, c1, c2, c3 = coef[k], coef[k + 1], coef[k + 2], coef[k + 3]
+        for t in range(m):
+            g[t] += c0 * q0[t] + c1 * q1[t] + c2 * q2[t] + c3 * q3[t]
+        for a in range(m):
+            a0 = e0 * q0[a]
+            a1 = e1 * q1[a]
+            a2 = e2 * q2[a]
+            a3 = e3 * q3[a]
+            Ha = H[a]
+            for t in range(m):
+                Ha[t] += a0 * q0[t] + a1 * q1[t] + a2 * q2[t] + a3 * q3[t]
+        k += 4
+    while k < n_u:
+        q = QB[k]
+        ew = extra[start + k]
+        ck = coef[k]
+        for t in range(m):
+            g[t] += ck * q[t]
+        for a in range(m):
+            eqa = ew * q[a]
+            Ha = H[a]
+            for t in range(m):
+                Ha[t] += eqa * q[t]
+        k += 1
+    for a in range(m):
+        g[a] = -g[a]
+    if not _cholesky_solve(H, g, m):
+        return False
+    for k in range(n_u):
+        coef[k] += extra[start + k] * _dot(QB[k, :m], g[:m])
+    return True
+
+
 @njit(parallel=True, cache=True)
 def solve_block(
     indptr,
@@ -1010,25 +1087,12 @@ def solve_block(
             x = factors[u]
             cu = row_weight[u]
             reg = row_reg[u]
-            # gather, and the gradient coefficient of every observed entry, e y - b with
-            # y = q . x its prediction, kept current after each block step (as is G x)
-            for k in range(n_u):
-                prefetch_entry(other, indices, start + k + PREFETCH_AHEAD, limit)
-                q = other[indices[start + k]]
-                for blk in range(n_blocks):
-                    s = blk * b
-                    Qk = Qb[blk, k]
-                    for t in range(min(b, d - s)):
-                        Qk[t] = q[s + t]
-                coef[k] = extra[start + k] * _dot(q, x) - rhs[start + k]
-            _gram_matvec(gram, x, Gx, cu)
+            _gather_block_major(other, indices, extra, rhs, start, n_u, limit, x, Qb, coef)
+            _gram_matvec(gram, x, Gx, cu)  # G x, kept current after each block step
             for _ in range(n_sweeps):
                 for blk in range(n_blocks):
                     s = blk * b
                     m = min(b, d - s)
-                    QB = Qb[blk]
-                    # block Hessian (full square: fixed-length rows vectorise better than a
-                    # triangle) and gradient, both halved
                     for a in range(m):
                         Ga = gram[s + a]
                         Ha = H[a]
@@ -1036,48 +1100,11 @@ def solve_block(
                             Ha[t] = cu * Ga[s + t]
                         Ha[a] += reg
                         g[a] = Gx[s + a] + reg * x[s + a]
-                    # four entries per pass over H
-                    k = 0
-                    while k + 4 <= n_u:
-                        q0, q1, q2, q3 = QB[k], QB[k + 1], QB[k + 2], QB[k + 3]
-                        e0 = extra[start + k]
-                        e1 = extra[start + k + 1]
-                        e2 = extra[start + k + 2]
-                        e3 = extra[start + k + 3]
-                        c0, c1, c2, c3 = coef[k], coef[k + 1], coef[k + 2], coef[k + 3]
-                        for t in range(m):
-                            g[t] += c0 * q0[t] + c1 * q1[t] + c2 * q2[t] + c3 * q3[t]
-                        for a in range(m):
-                            a0 = e0 * q0[a]
-                            a1 = e1 * q1[a]
-                            a2 = e2 * q2[a]
-                            a3 = e3 * q3[a]
-                            Ha = H[a]
-                            for t in range(m):
-                                Ha[t] += a0 * q0[t] + a1 * q1[t] + a2 * q2[t] + a3 * q3[t]
-                        k += 4
-                    while k < n_u:
-                        q = QB[k]
-                        ew = extra[start + k]
-                        ck = coef[k]
-                        for t in range(m):
-                            g[t] += ck * q[t]
-                        for a in range(m):
-                            eqa = ew * q[a]
-                            Ha = H[a]
-                            for t in range(m):
-                                Ha[t] += eqa * q[t]
-                        k += 1
-                    for a in range(m):
-                        g[a] = -g[a]
-                    if not _cholesky_solve(H, g, m):
+                    if not _block_step(Qb[blk], extra, start, n_u, coef, H, g, m):
                         status[u] = 1
                         break
-                    # g now holds the block step delta
                     for a in range(m):
                         x[s + a] += g[a]
-                    for k in range(n_u):
-                        coef[k] += extra[start + k] * _dot(QB[k, :m], g[:m])
                     for a in range(m):
                         ga = cu * g[a]
                         Gr = gram[s + a]
@@ -1137,84 +1164,33 @@ def _solve_block_rotated(
             if n_u == 0:
                 x[:] = 0
                 continue
-            cu = row_weight[u]
-            reg = row_reg[u]
-            d_min = np.inf
-            d_max = 0.0
-            for a in range(d):
-                D[a] = cu * eigenvalues[a] + reg
-                d_min = min(d_min, D[a])
-                d_max = max(d_max, D[a])
-            exact = n_u <= exact_max_entries and n_u < d and d_min > min_ratio * d_max
-            if exact:
-                for idx in range(start, end):
-                    if extra[idx] < 0:
-                        exact = False
-                        break
-            if exact and _low_rank_row(
-                D, other, indices, extra, rhs, start, n_u, limit, W, M, y, s_buf, x
+            low_rank = _shared_diagonal(
+                eigenvalues, row_weight[u], row_reg[u], D, extra, start, end, min_ratio
+            )
+            if (
+                n_u <= exact_max_entries
+                and low_rank
+                and _low_rank_row(
+                    D, other, indices, extra, rhs, start, n_u, limit, W, M, y, s_buf, x
+                )
             ):
                 continue
-            for k in range(n_u):
-                prefetch_entry(other, indices, start + k + PREFETCH_AHEAD, limit)
-                q = other[indices[start + k]]
-                for blk in range(n_blocks):
-                    s = blk * b
-                    Qk = Qb[blk, k]
-                    for t in range(min(b, d - s)):
-                        Qk[t] = q[s + t]
-                coef[k] = extra[start + k] * _dot(q, x) - rhs[start + k]
+            _gather_block_major(other, indices, extra, rhs, start, n_u, limit, x, Qb, coef)
             for _ in range(n_sweeps):
                 for blk in range(n_blocks):
                     s = blk * b
                     m = min(b, d - s)
-                    QB = Qb[blk]
                     for a in range(m):
                         Ha = H[a]
                         for t in range(m):
                             Ha[t] = 0
                         Ha[a] = D[s + a]
                         g[a] = D[s + a] * x[s + a]
-                    k = 0
-                    while k + 4 <= n_u:
-                        q0, q1, q2, q3 = QB[k], QB[k + 1], QB[k + 2], QB[k + 3]
-                        e0 = extra[start + k]
-                        e1 = extra[start + k + 1]
-                        e2 = extra[start + k + 2]
-                        e3 = extra[start + k + 3]
-                        c0, c1, c2, c3 = coef[k], coef[k + 1], coef[k + 2], coef[k + 3]
-                        for t in range(m):
-                            g[t] += c0 * q0[t] + c1 * q1[t] + c2 * q2[t] + c3 * q3[t]
-                        for a in range(m):
-                            a0 = e0 * q0[a]
-                            a1 = e1 * q1[a]
-                            a2 = e2 * q2[a]
-                            a3 = e3 * q3[a]
-                            Ha = H[a]
-                            for t in range(m):
-                                Ha[t] += a0 * q0[t] + a1 * q1[t] + a2 * q2[t] + a3 * q3[t]
-                        k += 4
-                    while k < n_u:
-                        q = QB[k]
-                        ew = extra[start + k]
-                        ck = coef[k]
-                        for t in range(m):
-                            g[t] += ck * q[t]
-                        for a in range(m):
-                            eqa = ew * q[a]
-                            Ha = H[a]
-                            for t in range(m):
-                                Ha[t] += eqa * q[t]
-                        k += 1
-                    for a in range(m):
-                        g[a] = -g[a]
-                    if not _cholesky_solve(H, g, m):
+                    if not _block_step(Qb[blk], extra, start, n_u, coef, H, g, m):
                         status[u] = 1
                         break
                     for a in range(m):
                         x[s + a] += g[a]
-                    for k in range(n_u):
-                        coef[k] += extra[start + k] * _dot(QB[k, :m], g[:m])
                 if status[u] != 0:
                     break
 
