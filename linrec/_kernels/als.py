@@ -597,21 +597,30 @@ def solve_cholesky(
     Rows without entries get the zero vector (their right-hand side is zero). ``factors``
     (C-contiguous) is solved and rotated back in place.
     """
-    eigenvalues, V, VT = gram_eigenbasis(gram, factors.dtype)
-    rotated_other = rotate_rows(other, V)
-    solve_rows_diagonal(
+    _solve_in_eigenbasis(
         "cholesky",
-        indptr,
-        indices,
-        extra,
-        rhs,
-        row_weight,
-        row_reg,
-        eigenvalues,
-        rotated_other,
+        (indptr, indices, extra, rhs, row_weight, row_reg),
+        gram,
+        other,
         factors,
         bounds,
         status,
+        rotate_factors=False,
+    )
+
+
+def _solve_in_eigenbasis(
+    solver, terms, gram, other, factors, bounds, status, *, rotate_factors, **options
+):
+    """Rotate ``other`` (and, when the solver reads them, ``factors``) into the eigenbasis of
+    ``gram``, solve there with :func:`solve_rows_diagonal`, and rotate ``factors`` back in
+    place. ``terms`` is ``(indptr, indices, extra, rhs, row_weight, row_reg)``."""
+    eigenvalues, V, VT = gram_eigenbasis(gram, factors.dtype)
+    rotated_other = rotate_rows(other, V)
+    if rotate_factors:
+        rotate_rows(factors, V, out=factors)
+    solve_rows_diagonal(
+        solver, *terms, eigenvalues, rotated_other, factors, bounds, status, **options
     )
     rotate_rows(factors, VT, out=factors)
 
@@ -772,30 +781,21 @@ def solve_cg(
     most ``n_u + 1`` steps. With ``warm_start`` False every row starts from zero: its current
     value is not read, which saves rotating the rows into the eigenbasis.
     """
-    eigenvalues, V, VT = gram_eigenbasis(gram, factors.dtype)
-    rotated_other = rotate_rows(other, V)
-    if warm_start:
-        rotate_rows(factors, V, out=factors)
-    solve_rows_diagonal(
+    _solve_in_eigenbasis(
         "cg",
-        indptr,
-        indices,
-        extra,
-        rhs,
-        row_weight,
-        row_reg,
-        eigenvalues,
-        rotated_other,
+        (indptr, indices, extra, rhs, row_weight, row_reg),
+        gram,
+        other,
         factors,
         bounds,
         status,
+        rotate_factors=warm_start,
         cg_steps=n_steps,
         max_row=max_row,
         gather_max=gather_max,
         cg_precondition=precondition,
         cg_warm_start=warm_start,
     )
-    rotate_rows(factors, VT, out=factors)
 
 
 def solve_block_eigen(
@@ -825,28 +825,20 @@ def solve_block_eigen(
     solved exactly, by the Woodbury form of :func:`solve_cholesky`. ``factors``
     (C-contiguous) is rotated in, solved and rotated back in place.
     """
-    eigenvalues, V, VT = gram_eigenbasis(gram, factors.dtype)
-    rotated_other = rotate_rows(other, V)
-    rotate_rows(factors, V, out=factors)
-    solve_rows_diagonal(
+    _solve_in_eigenbasis(
         "ialspp",
-        indptr,
-        indices,
-        extra,
-        rhs,
-        row_weight,
-        row_reg,
-        eigenvalues,
-        rotated_other,
+        (indptr, indices, extra, rhs, row_weight, row_reg),
+        gram,
+        other,
         factors,
         bounds,
         status,
+        rotate_factors=True,
         max_row=max_row,
         block_size=block_size,
         block_sweeps=n_sweeps,
         block_exact_max_entries=exact_max_entries,
     )
-    rotate_rows(factors, VT, out=factors)
 
 
 def solve_rows_diagonal(
@@ -878,18 +870,21 @@ def solve_rows_diagonal(
 
     :func:`solve_cg` and :func:`solve_cholesky` rotate into the Gram eigenbasis, call this and
     rotate back; an ALS loop that keeps both sides in a common basis calls it directly.
-    ``max_row`` (CG scratch) is computed when None; see :func:`solve_cg` for ``gather_max``,
-    ``cg_precondition`` and ``cg_warm_start`` (without it, ``factors`` is only written).
+    ``max_row`` (CG and iALS++ scratch) is computed when None; see :func:`solve_cg` for
+    ``gather_max``, ``cg_precondition`` and ``cg_warm_start`` (without it, ``factors`` is
+    only written).
     ``data_rows`` (CG only; float64, one per row) receives each row's share of the data term
     at the solved rows (see :func:`data_term`, whose sum it equals).
     "ialspp" runs ``block_sweeps`` sweeps of blocks of ``block_size`` eigen-coordinates from
     the current rows; rows with at most ``block_exact_max_entries`` entries are solved exactly
-    instead (default :func:`block_exact_max_entries`, where that is not dearer).
+    instead (default :func:`block_exact_max_entries_for`, where that is not dearer).
     """
     if data_rows is not None and (
         solver != "cg" or data_rows.dtype != np.float64 or data_rows.shape != (factors.shape[0],)
     ):
         raise ValueError("data_rows is a float64 array with one entry per row, for 'cg' only")
+    if max_row is None and solver != "cholesky":
+        max_row = int(np.max(np.diff(indptr))) if indptr.shape[0] > 1 else 0
     if solver == "cholesky":
         _solve_exact_rotated(
             indptr,
@@ -906,8 +901,6 @@ def solve_rows_diagonal(
             status,
         )
     elif solver == "cg":
-        if max_row is None:
-            max_row = int(np.max(np.diff(indptr))) if indptr.shape[0] > 1 else 0
         if gather_max is None:
             gather_max = _CG_GATHER_MAX_BYTES // (factors.shape[1] * factors.itemsize)
         _solve_cg_rotated(
@@ -932,8 +925,6 @@ def solve_rows_diagonal(
     elif solver == "ialspp":
         d = factors.shape[1]
         block_size = min(int(block_size), d)
-        if max_row is None:
-            max_row = int(np.max(np.diff(indptr))) if indptr.shape[0] > 1 else 0
         if block_exact_max_entries is None:
             block_exact_max_entries = block_exact_max_entries_for(d, block_size, block_sweeps)
         _solve_block_rotated(
