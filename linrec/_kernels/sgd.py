@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from linrec._kernels.prefetch import prefetch_row
 from linrec._kernels.topk import _select_row
 
 # Loss codes: the same integers as linrec.losses.LossSpec.code.
@@ -42,6 +43,13 @@ ADAM, ADAGRAD, SGD = 0, 1, 2
 UNIFORM, POPULARITY = 0, 1
 
 _NORM_FLOOR = 1e-12
+# Targets ahead whose item rows (forward) and gradient rows (backward) are prefetched in the
+# per-positive path. Measured on Gowalla's shape (41k items, d = 64, 257 targets a pair, one
+# thread; out/s19/micro_pair.py): no prefetch 180-194 ns a target; rows 16 ahead and
+# gradient rows 8 ahead 68-76 ns, the best of {8, 16, 24} x {2, 4, 6, 8, 16, 24}.
+# Prefetching the gradient rows for writing, or from the forward loop, was slower.
+_ROW_AHEAD = 16
+_GRAD_AHEAD = 8
 _INV_2_53 = 1.0 / 9007199254740992.0  # 53 random bits -> uniform in [0, 1)
 # Reassociation and contraction only (no "nnan"/"ninf": the guards on norms stay intact).
 _FASTMATH = {"reassoc", "contract", "nsz"}
@@ -372,6 +380,8 @@ def _pair_forward_backward(
             p_kept[k] = keep[k] * p[k]
         pv = p_kept
     for a in range(length):
+        if a + _ROW_AHEAD < length:
+            prefetch_row(W, n_users + targets[a + _ROW_AHEAD])
         q = W[n_users + targets[a]]
         dot = pv[0] * q[0]
         qq = q[0] * q[0]
@@ -388,6 +398,8 @@ def _pair_forward_backward(
     sum_gy = 0.0
     for a in range(length):
         row = n_users + targets[a]
+        if update_items and a + _GRAD_AHEAD < length:
+            prefetch_row(grad, n_users + targets[a + _GRAD_AHEAD])
         if update_items:
             count = _touch(row, flags, touched, count)
         ga = g[a] * scale
