@@ -45,7 +45,7 @@ UNIFORM, POPULARITY = 0, 1
 _NORM_FLOOR = 1e-12
 # Targets ahead whose item rows (forward) and gradient rows (backward) are prefetched in the
 # per-positive path. Measured on Gowalla's shape (41k items, d = 64, 257 targets a pair, one
-# thread; out/s19/micro_pair.py): no prefetch 180-194 ns a target; rows 16 ahead and
+# thread; benchmarks/mf_pair_kernel.py): no prefetch 161-194 ns a target; rows 16 ahead and
 # gradient rows 8 ahead 68-76 ns, the best of {8, 16, 24} x {2, 4, 6, 8, 16, 24}.
 # Prefetching the gradient rows for writing, or from the forward loop, was slower.
 _ROW_AHEAD = 16
@@ -142,16 +142,17 @@ def exp_array(x):
 
 
 @njit(nogil=True, fastmath=_FASTMATH)
-def _sum(v, lo, hi):
+def _sum(v):
     # eight independent partial sums: the additions pipeline instead of waiting on each other
     acc = np.zeros(8)
-    a = lo
-    while a + 8 <= hi:
+    n = v.shape[0]
+    a = 0
+    while a + 8 <= n:
         for c in range(8):
             acc[c] += v[a + c]
         a += 8
     total = 0.0
-    while a < hi:
+    while a < n:
         total += v[a]
         a += 1
     for c in range(8):
@@ -160,16 +161,17 @@ def _sum(v, lo, hi):
 
 
 @njit(nogil=True, fastmath=_FASTMATH)
-def _max_scaled(v, lo, hi, scale, start):
-    """max(start, max of v[lo:hi] * scale), with eight independent running maxima."""
+def _max_scaled(v, scale, start):
+    """max(start, max of v * scale), with eight independent running maxima."""
     acc = np.full(8, start)
-    a = lo
-    while a + 8 <= hi:
+    n = v.shape[0]
+    a = 0
+    while a + 8 <= n:
         for c in range(8):
             acc[c] = max(acc[c], v[a + c] * scale)
         a += 8
     out = start
-    while a < hi:
+    while a < n:
         out = max(out, v[a] * scale)
         a += 1
     for c in range(8):
@@ -228,10 +230,10 @@ def _loss_grad(code, y, n_extra, n_neg, tau, params, g, bits):
     elif code == INFONCE:
         inv_t = 1.0 / t
         s0 = y0 * inv_t
-        mx = _max_scaled(yn, 0, n_neg, inv_t, s0)
+        mx = _max_scaled(yn, inv_t, s0)
         e_pos = np.exp(s0 - mx)
         _exp_into(yn, inv_t, mx, gn, bn)
-        z = e_pos + _sum(gn, 0, n_neg)
+        z = e_pos + _sum(gn)
         loss = -s0 + mx + np.log(z)
         c = inv_t / z
         g[0] = (e_pos / z - 1.0) * inv_t
@@ -242,10 +244,10 @@ def _loss_grad(code, y, n_extra, n_neg, tau, params, g, bits):
         mx = max(s0, -1.0 / t)
         for a in range(1, e0):
             mx = max(mx, y[a] / t)
-        mx = _max_scaled(yn, 0, n_neg, 1.0 / t, mx)
+        mx = _max_scaled(yn, 1.0 / t, mx)
         # exp(y_j / t - mx) is needed twice (mean and gradient): keep it in g
         _exp_into(yn, 1.0 / t, mx, gn, bn)
-        mean_neg = _sum(gn, 0, n_neg) / n_neg
+        mean_neg = _sum(gn) / n_neg
         mean_extra = 0.0
         for a in range(1, e0):
             mean_extra += np.exp(y[a] / t - mx)
@@ -274,12 +276,12 @@ def _loss_grad(code, y, n_extra, n_neg, tau, params, g, bits):
         bal = 1.0 if code == MINE else lam
         eps_pos = eps if code == INFONCE_PLUS else 0.0
         s0 = y0 * inv_t
-        mx = _max_scaled(yn, 0, n_neg, inv_t, yn[0] * inv_t)
+        mx = _max_scaled(yn, inv_t, yn[0] * inv_t)
         if eps_pos > 0.0:
             mx = max(mx, s0)
         e_pos = eps_pos * np.exp(s0 - mx)
         _exp_into(yn, inv_t, mx, gn, bn)
-        z = e_pos + _sum(gn, 0, n_neg)
+        z = e_pos + _sum(gn)
         loss = -s0 + bal * (mx + np.log(z))
         if code != INFONCE_PLUS:
             loss -= bal * np.log(n_neg)
@@ -298,7 +300,7 @@ def _loss_grad(code, y, n_extra, n_neg, tau, params, g, bits):
         # plain reduction here did: the loss differed in its last bit between processes)
         for j in range(n_neg):
             gn[j] = max(yn[j] - margin, 0.0)
-        loss += cneg * _sum(gn, 0, n_neg)
+        loss += cneg * _sum(gn)
         for j in range(n_neg):
             gn[j] = cneg if gn[j] > 0.0 else 0.0
         if code == DEBIASED_CCL:
