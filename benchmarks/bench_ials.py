@@ -198,9 +198,10 @@ def main(argv=None):
     print(
         "| data | d | linrec solver | implicit solver | linrec s/epoch | implicit s/epoch | "
         "ratio | linrec peak MiB | implicit peak MiB | linrec R@20 / N@20 | "
-        "implicit R@20 / N@20 | linrec fit s (incl. final exact user step) | load |"
+        "implicit R@20 / N@20 | linrec fit s (incl. final exact user step) | implicit fit s | "
+        "load |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for name, loader in sets:
         train, test = loader()
         print(
@@ -219,7 +220,8 @@ def main(argv=None):
                 run_linrec(
                     train[:2000], lp, d, pair, 1, args.threads, args.cg_steps, args.block_size
                 )
-                lin_times, imp_times, lin_mem, imp_mem, lin_total = [], [], [], [], []
+                lin_times, imp_times, lin_mem, imp_mem = [], [], [], []
+                lin_total, imp_total = [], []
                 for _ in range(args.repeats):
                     P, Q, t, mem, total = run_linrec(
                         train,
@@ -235,11 +237,12 @@ def main(argv=None):
                     lin_mem.append(mem)
                     lin_total.append(total)
                     if with_implicit:
-                        Pi, Qi, ti, memi, _ = run_implicit(
+                        Pi, Qi, ti, memi, totali = run_implicit(
                             train, ip, d, use_cg, args.epochs, args.threads, args.cg_steps
                         )
                         imp_times += ti
                         imp_mem.append(memi)
+                        imp_total.append(totali)
                 lin_q = recall_ndcg(P, Q, train, test, n_jobs=args.threads)
                 lin_s = float(np.median(lin_times))
                 if with_implicit:
@@ -257,7 +260,8 @@ def main(argv=None):
                     f"{('cg' if use_cg else 'cholesky') if with_implicit else '-'} | "
                     f"{lin_s:.3f} | {imp_cols[0]}{max(lin_mem) / 2**20:.0f} | {imp_cols[1]}"
                     f"{lin_q[0]:.4f} / {lin_q[1]:.4f} | {imp_cols[2]}"
-                    f"{np.median(lin_total):.1f} | {_load()} |",
+                    f"{np.median(lin_total):.2f} | "
+                    f"{f'{np.median(imp_total):.2f}' if imp_total else '-'} | {_load()} |",
                     flush=True,
                 )
     with open("/proc/loadavg") as fh:
