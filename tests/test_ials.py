@@ -1057,3 +1057,17 @@ class TestIALSContract(RecommenderContract):
 
     def make_estimator(self):
         return IALS(n_factors=4, n_epochs=2, random_state=0, n_jobs=1)
+
+
+@pytest.mark.parametrize("solver", ["cg", "cholesky"])
+def test_record_objective_false_skips_only_the_objective(rng, solver):
+    X = random_interactions(rng, 40, 25)
+    params = dict(n_factors=4, n_epochs=3, solver=solver, random_state=0, dtype="float64")
+    recorded = IALS(**params).fit(X)
+    skipped = IALS(**params, record_objective=False).fit(X)
+    assert len(recorded.objective_) == 3
+    assert skipped.objective_ == []
+    np.testing.assert_array_equal(skipped.user_factors_, recorded.user_factors_)
+    np.testing.assert_array_equal(skipped.item_factors_, recorded.item_factors_)
+    with pytest.raises(TypeError, match="record_objective must be True or False"):
+        IALS(record_objective="no").fit(X)
