@@ -767,7 +767,8 @@ class IALS(TransformerMixin, BaseRecommender):
         # the factors are turned back before anything outside the loop sees them.
         basis = np.eye(d) if self._eigen_solver() else None
         # CG's item half-step leaves each item's share of the objective's data term here
-        data = np.empty(n_items) if self.solver == "cg" else None
+        # (not summed at all when the objective is not recorded)
+        data = np.empty(n_items) if self.solver == "cg" and self.record_objective else None
 
         self.objective_ = []
         self.epoch_times_ = []
