@@ -45,7 +45,8 @@ solves rows already in the basis, for a fit that keeps both sides in one common 
 - :func:`solve_cholesky`: the exact minimiser. A row with ``n_u < d`` entries and
   ``e_ui >= 0`` solves ``(D_u + U^T E U) x~ = U^T b`` through Woodbury's identity as an
   ``n_u x n_u`` Cholesky of ``I + S K S`` (``K = U D_u^-1 U^T``, ``S = E^1/2``, eigenvalues
-  >= 1): O(n_u^2 d + n_u^3) instead of O(n_u d^2 + d^3). Other rows (and any row whose small
+  >= 1): O(n_u^2 d + n_u^3) instead of O(n_u d^2 + d^3), ``K`` by one BLAS gemm for rows of
+  16 or more entries. Other rows (and any row whose small
   factorisation fails) take the d x d Cholesky of ``D_u + U^T E U``, O(n_u d^2 + d^3), the
   sum over entries built by BLAS gemm in pieces of d entries for long rows.
 - :func:`solve_cg`: conjugate gradient from the current row (warm start) or from zero,
@@ -455,21 +456,27 @@ def _low_rank_row(D, other, indices, extra, rhs, start, n_u, limit, W, M, y, s, 
         for a in range(d):
             Wk[a] = q[a] * x[a]
         s[k] = np.sqrt(extra[start + k])
-    # lower triangle of K = W W^T, four dot products per pass
-    for k in range(n_u):
-        Wk = W[k]
-        Mk = M[k]
-        j = 0
-        while j + 4 <= k + 1:
-            s0, s1, s2, s3 = _dot4(W[j], W[j + 1], W[j + 2], W[j + 3], Wk, d)
-            Mk[j] = s0
-            Mk[j + 1] = s1
-            Mk[j + 2] = s2
-            Mk[j + 3] = s3
-            j += 4
-        while j <= k:
-            Mk[j] = _dot(W[j], Wk)
-            j += 1
+    # K = W W^T in a contiguous n_u x n_u view of the flat scratch ``M``: one BLAS gemm for
+    # longer rows (the whole square; it is the row's dominant O(n_u^2 d) cost), the lower
+    # triangle by four dot products per pass for short ones
+    M = M[: n_u * n_u].reshape((n_u, n_u))
+    if n_u >= _GEMM_MIN_ENTRIES:
+        np.dot(W[:n_u], W[:n_u].T, M)
+    else:
+        for k in range(n_u):
+            Wk = W[k]
+            Mk = M[k]
+            j = 0
+            while j + 4 <= k + 1:
+                s0, s1, s2, s3 = _dot4(W[j], W[j + 1], W[j + 2], W[j + 3], Wk, d)
+                Mk[j] = s0
+                Mk[j + 1] = s1
+                Mk[j + 2] = s2
+                Mk[j + 3] = s3
+                j += 4
+            while j <= k:
+                Mk[j] = _dot(W[j], Wk)
+                j += 1
     # y = S K t (K symmetric, lower triangle stored), then M = I + S K S
     for k in range(n_u):
         y[k] = 0
@@ -567,7 +574,7 @@ def _solve_exact_rotated(
                 eigenvalues, row_weight[u], row_reg[u], D, extra, start, end, min_ratio
             )
             if low_rank and _low_rank_row(
-                D, other, indices, extra, rhs, start, n_u, limit, W, A, b, s, x
+                D, other, indices, extra, rhs, start, n_u, limit, W, A.reshape(d * d), b, s, x
             ):
                 continue
             for a in range(d):
@@ -1142,7 +1149,7 @@ def _solve_block_rotated(
         coef = np.empty(max(max_row, 1), dtype=factors.dtype)
         Qb = np.empty((n_blocks, max(max_row, 1), b), dtype=factors.dtype)
         W = np.empty((n_small, d), dtype=factors.dtype)
-        M = np.empty((n_small, n_small), dtype=factors.dtype)
+        M = np.empty(n_small * n_small, dtype=factors.dtype)
         y = np.empty(max(n_small, d), dtype=factors.dtype)
         s_buf = np.empty(d, dtype=factors.dtype)
         limit = indptr[bounds[c + 1]]  # prefetching runs ahead into the chunk's next rows
