@@ -98,7 +98,9 @@ PAIRS = {
 }
 
 
-def run_linrec(train, params, d, pair, epochs, threads, cg_steps, block_size):
+def run_linrec(
+    train, params, d, pair, epochs, threads, cg_steps, block_size, record_objective=True
+):
     solver, options = PAIRS[pair]
     model = IALS(
         n_factors=d,
@@ -108,6 +110,7 @@ def run_linrec(train, params, d, pair, epochs, threads, cg_steps, block_size):
         random_state=0,
         cg_steps=cg_steps,
         block_size=block_size,
+        record_objective=record_objective,
         **options,
         **params,
     )
@@ -174,6 +177,12 @@ def main(argv=None):
     ap.add_argument("--block-size", type=int, default=32)
     ap.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=["cg", "cholesky", "ialspp"])
     ap.add_argument(
+        "--no-record-objective",
+        action="store_true",
+        help="IALS(record_objective=False): no objective after each epoch (implicit computes "
+        "none either)",
+    )
+    ap.add_argument(
         "--skip-implicit-cholesky-above",
         type=int,
         default=10**9,
@@ -232,6 +241,7 @@ def main(argv=None):
                         args.threads,
                         args.cg_steps,
                         args.block_size,
+                        not args.no_record_objective,
                     )
                     lin_times += t
                     lin_mem.append(mem)
