@@ -41,6 +41,9 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--solver", default="cg")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--no-record-objective", action="store_true", help="IALS(record_objective=False)"
+    )
     args = parser.parse_args(argv)
     X = load_lightgcn(args.data).train
     totals = defaultdict(float)
@@ -63,6 +66,7 @@ def main(argv=None):
             reg_exponent=0.5,
             n_jobs=args.threads,
             random_state=0,
+            record_objective=not args.no_record_objective,
         )
         IALS(**params, n_epochs=1).fit(X[:3000])  # compiles or loads the kernels
         totals.clear()
