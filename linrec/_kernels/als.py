@@ -443,7 +443,8 @@ def _low_rank_row(D, other, indices, extra, rhs, start, n_u, limit, W, M, y, s, 
     z = t - S y and (I + S K S) y = S K t (Woodbury's identity written without E^-1, so
     zero weights are allowed). I + S K S is symmetric with eigenvalues >= 1: an n_u x n_u
     Cholesky replaces the d x d one. Returns False if that factorisation fails (the caller
-    then solves the d x d system).
+    then solves the d x d system). Scratch: W has at least n_u rows of d, M (flat) at least
+    n_u^2 entries, y at least n_u and s at least max(n_u, d).
     """
     d = D.shape[0]
     # x doubles as scratch for D^(-1/2) until the end
@@ -554,6 +555,7 @@ def _solve_exact_rotated(
     n_chunks = bounds.shape[0] - 1
     for c in prange(n_chunks):
         A = np.empty((d, d), dtype=out.dtype)
+        A_flat = A.reshape(d * d)  # the same memory, as the Woodbury form's flat scratch
         W = np.empty((d, d), dtype=out.dtype)
         Qp = np.empty((d, d), dtype=out.dtype)
         T = np.empty((d, d), dtype=out.dtype)
@@ -574,7 +576,7 @@ def _solve_exact_rotated(
                 eigenvalues, row_weight[u], row_reg[u], D, extra, start, end, min_ratio
             )
             if low_rank and _low_rank_row(
-                D, other, indices, extra, rhs, start, n_u, limit, W, A.reshape(d * d), b, s, x
+                D, other, indices, extra, rhs, start, n_u, limit, W, A_flat, b, s, x
             ):
                 continue
             for a in range(d):
