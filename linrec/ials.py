@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 OBJECTIVES = ("rendle", "hu", "debiased_chuang", "debiased_pu")
 SOLVERS = ("cholesky", "cg", "ialspp")
 BLOCK_BASES = ("eigen", "coordinate")
+FINAL_USER_STEPS = ("exact", "solver")
 ITEM_WEIGHT_NORMALIZATIONS = ("mean_count", "unit_mean")
 
 # Chunks of rows per thread in the parallel kernels: many small chunks balance power-law rows.
@@ -408,6 +409,15 @@ class IALS(TransformerMixin, BaseRecommender):
         ``objective_`` empty and saves two float64 Gram matrices an epoch (measured on
         Gowalla with CG at d = 256: 14% of a 3-epoch fit). :class:`linrec.spark.SparkIALS`
         records it always.
+    final_user_step : {"exact", "solver"}, default="exact"
+        The user half-step that ends the fit, against the kept item factors. ``"exact"``:
+        the exact fold-in, so ``user_factors_`` equals :meth:`transform` of the training
+        rows; it costs one exact half-step, which on a matrix of long rows at large d is
+        dearer than the epochs of a short fit (about three CG epochs on the synthetic
+        benchmark matrix at d = 256, benchmarks/RESULTS.md). ``"solver"``: one more
+        half-step of the fit's own solver from the last epoch's user factors (half an
+        epoch), the same accuracy as the rows of every epoch; the same as ``"exact"`` for
+        ``solver="cholesky"``.
     early_stopping_rounds : int, optional
         With ``validation_data`` given to :meth:`fit`: stop after this many epochs without a
         better validation Recall@``validation_k`` and keep the best epoch's item factors.
@@ -423,7 +433,8 @@ class IALS(TransformerMixin, BaseRecommender):
     Attributes
     ----------
     user_factors_ : ndarray of shape (n_users, n_factors)
-        Equal to :meth:`transform` of the training rows (fit ends with an exact user step).
+        Equal to :meth:`transform` of the training rows (fit ends with an exact user step)
+        with ``final_user_step="exact"``.
     item_factors_ : ndarray of shape (n_items, n_factors)
     objective_ : list of float
         Exact value of J (float64, Gram trick, constants included) after every epoch
@@ -453,8 +464,9 @@ class IALS(TransformerMixin, BaseRecommender):
     O(block_sweeps (n_u d b + d b^2 + d^2)) with coordinate blocks. Memory: the factors
     and their rotated copies, two arrays of nnz weights in each orientation, and
     per-thread scratch of O(d^2 + max n_u d). The final exact user step costs one
-    Cholesky half-step. Item weights (beta != 0) add one n_items x d scaled copy for the
-    weighted Gram matrix per user half-step and nothing to the per-row cost.
+    Cholesky half-step (``final_user_step="solver"``: one of the fit's solver). Item
+    weights (beta != 0) add one n_items x d scaled copy for the weighted Gram matrix per
+    user half-step and nothing to the per-row cost.
 
     Settings that worked on Gowalla (LightGCN split, tuned on a validation split of the
     training file, see benchmarks/RESULTS.md, "Tuning round 2"): ``objective="rendle",
@@ -518,6 +530,7 @@ class IALS(TransformerMixin, BaseRecommender):
         n_epochs=15,
         init_std=None,
         record_objective=True,
+        final_user_step="exact",
         early_stopping_rounds=None,
         validation_k=20,
         dtype="float32",
@@ -546,6 +559,7 @@ class IALS(TransformerMixin, BaseRecommender):
         self.n_epochs = n_epochs
         self.init_std = init_std
         self.record_objective = record_objective
+        self.final_user_step = final_user_step
         self.early_stopping_rounds = early_stopping_rounds
         self.validation_k = validation_k
         self.dtype = dtype
@@ -597,6 +611,10 @@ class IALS(TransformerMixin, BaseRecommender):
         _check_int(self.block_sweeps, "block_sweeps")
         if self.block_basis not in BLOCK_BASES:
             raise ValueError(f"block_basis must be one of {BLOCK_BASES}, got {self.block_basis!r}")
+        if self.final_user_step not in FINAL_USER_STEPS:
+            raise ValueError(
+                f"final_user_step must be one of {FINAL_USER_STEPS}, got {self.final_user_step!r}"
+            )
         _check_int(self.n_epochs, "n_epochs")
         if self.init_std is not None:
             _check_real(self.init_std, "init_std", low=0.0, low_inclusive=False)
@@ -825,8 +843,12 @@ class IALS(TransformerMixin, BaseRecommender):
         else:
             Q = _from_basis(Q, basis, self.n_jobs, in_place=True)
             self.best_epoch_ = self.n_epochs_
-        # Final exact user step: stored user factors equal the fold-in of the training rows.
-        self._half_step(user_side, P, Q, gram_items, "final exact step", "user", exact=True)
+        # The final user step against the kept item factors: exact, the stored user factors
+        # equal the fold-in of the training rows; "solver", one more half-step of the fit's
+        # solver from the last epoch's rows (half an epoch instead of an exact solve)
+        exact = self.final_user_step == "exact"
+        stage = "final exact step" if exact else "final user step"
+        self._half_step(user_side, P, Q, gram_items, stage, "user", exact=exact)
         self.user_factors_ = P
         self.item_factors_ = Q
 

@@ -634,7 +634,8 @@ class SparkIALS(BaseEstimator):
             for epoch in range(1, int(model.n_epochs) + 2):
                 final = epoch == int(model.n_epochs) + 1
                 t0 = time.perf_counter()
-                # user half-step (the last one: the exact Cholesky step of IALS.fit)
+                # user half-step (the last one: IALS.fit's final user step, exact by default)
+                exact = final and model.final_user_step == "exact"
                 P, gram_users, user_objective, _ = self._half_step(
                     sc,
                     sides["u"],
@@ -642,9 +643,13 @@ class SparkIALS(BaseEstimator):
                     bc_Q,
                     gram_items,
                     config,
-                    "cholesky" if final else model.solver,
+                    "cholesky" if exact else model.solver,
                     with_objective=epoch > 1,
-                    stage="final exact step" if final else f"epoch {epoch}",
+                    stage=(
+                        ("final exact step" if exact else "final user step")
+                        if final
+                        else f"epoch {epoch}"
+                    ),
                     side_name="user",
                     dtype=dtype,
                 )

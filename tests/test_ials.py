@@ -1075,3 +1075,32 @@ def test_record_objective_false_skips_only_the_objective(rng, solver):
     np.testing.assert_array_equal(skipped.item_factors_, recorded.item_factors_)
     with pytest.raises(TypeError, match="record_objective must be True or False"):
         IALS(record_objective="no").fit(X)
+
+
+def test_final_user_step_solver_is_one_more_half_step_of_the_fit_solver(rng):
+    # Rendle's objective: each user's shared part is w Q^T Q + lam I, CG's preconditioner.
+    # One CG step leaves the rows far from the exact fold-in, so the two final steps differ.
+    params = OBJECTIVE_PARAMS[0]
+    X = _counts(rng)
+    model, iterates, _ = _fit_with_iterates(
+        X, params, solver="cg", cg_steps=1, final_user_step="solver"
+    )
+    P_last, Q = iterates[-1]
+    np.testing.assert_array_equal(model.item_factors_, Q)
+    M, L = dense_coefficients(X, params)
+    d = Q.shape[1]
+    shared = params["unobserved_weight"] * Q.T @ Q + params["regularization"] * np.eye(d)
+    for u in range(X.shape[0]):
+        A = Q.T @ (M[u][:, None] * Q) + params["regularization"] * np.eye(d)
+        want = reference_cg(A, Q.T @ L[u], P_last[u], 1, shared)
+        np.testing.assert_allclose(model.user_factors_[u], want, atol=1e-10)
+    assert np.abs(model.user_factors_ - model.transform(X)).max() > 1e-3
+    exact, _, _ = _fit_with_iterates(X, params, solver="cg", cg_steps=1)
+    np.testing.assert_allclose(exact.user_factors_, exact.transform(X), atol=1e-12)
+    np.testing.assert_array_equal(exact.item_factors_, model.item_factors_)
+    # for the exact solver the two final steps are the same step
+    by_solver, _, _ = _fit_with_iterates(X, params, final_user_step="solver")
+    by_exact, _, _ = _fit_with_iterates(X, params)
+    np.testing.assert_array_equal(by_solver.user_factors_, by_exact.user_factors_)
+    with pytest.raises(ValueError, match="final_user_step must be one of"):
+        IALS(final_user_step="cg").fit(X)

@@ -75,6 +75,7 @@ CASES = [
     ("debiased_chuang", "cg", {"prior_inflation": 2.0}),
     ("debiased_pu", "cg", {"prior_inflation": 2.0}),
     ("rendle", "cg", {"cg_warm_start": False, "cg_precondition": False}),
+    ("rendle", "cg", {"cg_steps": 1, "final_user_step": "solver"}),
     ("rendle", "cholesky", {"reg_exponent": 0.5}),
     ("hu", "ialspp", {"confidence_scale": 1.0, "block_size": 4}),
     ("rendle", "ialspp", {"block_size": 3, "block_basis": "coordinate"}),
