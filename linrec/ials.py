@@ -25,6 +25,7 @@ from linrec._kernels.als import (
     rotate_rows,
     solve_rows,
     solve_rows_diagonal,
+    transpose_order,
     weighted_gram,
 )
 from linrec._threading import blas_threads, numba_threads, resolve_n_jobs
@@ -298,15 +299,6 @@ def item_weights(counts: np.ndarray, exponent: float, normalization: str = "mean
             f"item_weight_exponent={beta} makes item weights overflow: use a smaller |beta|"
         )
     return weights
-
-
-def _transpose_order(X: sp.csr_matrix):
-    """Column-major (CSR of X^T) structure of X and the permutation of its entries."""
-    order = sp.csr_matrix((np.arange(X.nnz, dtype=np.float64), X.indices, X.indptr), shape=X.shape)
-    T = order.T.tocsr()
-    T.sort_indices()
-    perm = T.data.astype(np.int64)
-    return T.indptr.astype(np.int64), T.indices.astype(np.int64), perm
 
 
 class IALS(TransformerMixin, BaseRecommender):
@@ -751,7 +743,7 @@ class IALS(TransformerMixin, BaseRecommender):
             raise negative_weight_error(self.objective, *negative)
         u_indptr = X.indptr.astype(np.int64)
         u_indices = X.indices.astype(np.int64)
-        i_indptr, i_indices, perm = _transpose_order(X)
+        i_indptr, i_indices, perm = transpose_order(u_indptr, u_indices, n_items)
         i_extra = np.ascontiguousarray(extra[perm])
         i_rhs = np.ascontiguousarray(rhs[perm])
         offset = self._offset()

@@ -18,6 +18,7 @@ from linrec._kernels.als import (
     solve_cg,
     solve_cholesky,
     solve_rows_diagonal,
+    transpose_order,
     weighted_gram,
 )
 from linrec._threading import numba_threads
@@ -1104,3 +1105,20 @@ def test_final_user_step_solver_is_one_more_half_step_of_the_fit_solver(rng):
     np.testing.assert_array_equal(by_solver.user_factors_, by_exact.user_factors_)
     with pytest.raises(ValueError, match="final_user_step must be one of"):
         IALS(final_user_step="cg").fit(X)
+
+
+@pytest.mark.parametrize("shape", [(40, 25), (1, 7), (7, 1), (30, 60)])
+def test_transpose_order_equals_scipy_transpose(rng, shape):
+    # reference: the transpose of a matrix holding each entry's position, by scipy
+    X = random_interactions(rng, *shape, density=0.3, binary=False)
+    X = sp.vstack([X, sp.csr_matrix((2, shape[1]))]).tocsr()  # empty rows, and columns
+    order = sp.csr_matrix((np.arange(X.nnz) + 1.0, X.indices, X.indptr), shape=X.shape)
+    T = order.T.tocsr()
+    T.sort_indices()
+    indptr, indices, perm = transpose_order(
+        X.indptr.astype(np.int64), X.indices.astype(np.int64), X.shape[1]
+    )
+    np.testing.assert_array_equal(indptr, T.indptr)
+    np.testing.assert_array_equal(indices, T.indices)
+    np.testing.assert_array_equal(perm, T.data.astype(np.int64) - 1)
+    np.testing.assert_array_equal(X.data[perm], X.T.tocsr().data)  # entries in column order
