@@ -27,7 +27,12 @@ __all__ = ["MF"]
 
 logger = logging.getLogger(__name__)
 
-_OPTIMIZERS = {"adam": sgd.ADAM, "adagrad": sgd.ADAGRAD, "sgd": sgd.SGD}
+_OPTIMIZERS = {
+    "adam": sgd.ADAM,
+    "adagrad": sgd.ADAGRAD,
+    "sgd": sgd.SGD,
+    "dense_adam": sgd.DENSE_ADAM,
+}
 _SAMPLERS = {"uniform": sgd.UNIFORM, "popularity": sgd.POPULARITY}
 _DEFAULT_NEGATIVES = {"bpr": 1}
 _DEFAULT_NEGATIVES_OTHER = 100
@@ -92,9 +97,14 @@ class MF(BaseRecommender):
         Scoring uses the whole vector. SimpleX's MF-CCL (Mao et al.) trains with 0.1, but
         drops out before normalising; that order measured worse on Gowalla and Yelp2018
         (benchmarks/RESULTS.md, "CCL: dropout order, negatives, protocol").
-    optimizer : {"adam", "adagrad", "sgd"}, default="adam"
-        Adam is the lazy (sparse) variant: only rows touched in a batch update their moments,
-        with the global step in the bias correction (as ``torch.optim.SparseAdam``).
+    optimizer : {"adam", "dense_adam", "adagrad", "sgd"}, default="adam"
+        ``"adam"`` is the lazy (sparse) variant: only rows touched in a batch update their
+        moments, with the global step in the bias correction (as ``torch.optim.SparseAdam``).
+        ``"dense_adam"`` steps every row at every batch, the untouched ones with a zero
+        gradient (as ``torch.optim.Adam`` on an ``nn.Embedding`` table, the optimiser of
+        most published PyTorch baselines): a row seen once keeps moving on its momentum for
+        the next batches, so the same step size moves rarely seen rows much further than
+        lazy Adam does. It costs one pass over the whole table per batch.
     learning_rate : float, default=1e-3
         Step size.
     learning_rate_decay : float, default=0.1
@@ -155,8 +165,9 @@ class MF(BaseRecommender):
     Notes
     -----
     One epoch costs O(nnz (1 + M + N) d) arithmetic for the pairs plus an optimiser pass over
-    the rows touched in each batch. Memory: the factors, the optimiser moments (Adam: two
-    tables of the same size), and one gradient table per thread ((n_users + n_items) x d).
+    the rows touched in each batch (over every row with ``optimizer="dense_adam"``).
+    Memory: the factors, the optimiser moments (Adam: two tables of the same size), and one
+    gradient table per thread ((n_users + n_items) x d).
     Training pairs are the stored entries of ``X``: interaction strengths are ignored.
 
     References
@@ -564,7 +575,7 @@ class _EpochRunner:
         self.indptr = X.indptr.astype(np.int64)
         self.indices = X.indices.astype(np.int64)
         self.pair_users = np.repeat(np.arange(self.n_users, dtype=np.int64), np.diff(self.indptr))
-        adam = s["optimizer"] == sgd.ADAM
+        adam = s["optimizer"] in (sgd.ADAM, sgd.DENSE_ADAM)
         moments = s["optimizer"] != sgd.SGD
         self.moment1 = np.zeros((n_rows if adam else 1, d), W.dtype)
         self.moment2 = np.zeros((n_rows if moments else 1, d), W.dtype)

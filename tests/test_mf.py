@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from linrec._kernels import sgd
 from linrec.losses import LOSSES
-from linrec.mf import MF, _validation_recall
+from linrec.mf import _OPTIMIZERS, MF, _validation_recall
 
 from contract import RecommenderContract
 
@@ -138,10 +138,10 @@ def test_deterministic_with_threads(data):
 
 
 @pytest.mark.parametrize("sharing", ["batch", "pair"])
-@pytest.mark.parametrize("optimizer", ["adam", "adagrad", "sgd"])
+@pytest.mark.parametrize("optimizer", ["adam", "dense_adam", "adagrad", "sgd"])
 def test_optimizers_and_samplers_learn(optimizer, sharing, data):
     train, held = data
-    lr = {"adam": 0.01, "adagrad": 0.1, "sgd": 5.0}[optimizer]
+    lr = {"adam": 0.01, "dense_adam": 0.01, "adagrad": 0.1, "sgd": 5.0}[optimizer]
     model = _model(
         "infonce",
         optimizer=optimizer,
@@ -152,6 +152,149 @@ def test_optimizers_and_samplers_learn(optimizer, sharing, data):
     ).fit(train, validation_data=held)
     assert model.loss_[-1] < 0.9 * model.loss_[0]
     assert model.validation_scores_[-1] > 1.3 * popularity_recall(train, held)
+
+
+def _numpy_optimizer_epoch(
+    W, m1, m2, indptr, indices, order, spec, params, n_neg, batch, seed, optimizer, lr, l2, step
+):
+    """One epoch of per-pair training in float64 numpy, samples drawn as the kernel draws them.
+
+    The batch gradient comes from ``sgd.pairs_loss_and_grad`` (checked against finite
+    differences in test_losses.py); the optimiser steps are written out here.
+    """
+    n_users = indptr.size - 1
+    n_items = W.shape[0] - n_users
+    pair_users = np.repeat(np.arange(n_users), np.diff(indptr))
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    for lo in range(0, order.size, batch):
+        positions = np.arange(lo, min(order.size, lo + batch))
+        users = pair_users[order[positions]]
+        targets = np.empty((positions.size, 1 + n_neg), np.int64)
+        for c, position in enumerate(positions):
+            state = sgd._pair_state(seed, 0, position)
+            sgd._sample_targets(
+                np.uint64(state),
+                indices[order[position]],
+                users[c],
+                indptr,
+                indices,
+                n_items,
+                0,
+                n_neg,
+                sgd.UNIFORM,
+                indices,
+                targets[c],
+            )
+        _, grad = sgd.pairs_loss_and_grad(
+            W,
+            users,
+            targets,
+            np.zeros(positions.size),
+            n_users,
+            spec.code,
+            params,
+            False,
+            0,
+            n_neg,
+            False,
+            False,
+            np.ones((positions.size, W.shape[1])),
+        )
+        grad /= positions.size
+        used = np.zeros(W.shape[0], bool)
+        used[users] = True
+        used[n_users + targets.ravel()] = True
+        grad[used] += l2 * W[used]
+        step += 1
+        if optimizer == "sgd":
+            W[used] -= lr * grad[used]
+        elif optimizer == "adagrad":
+            m2[used] += grad[used] ** 2
+            W[used] -= lr * grad[used] / (np.sqrt(m2[used]) + eps)
+        else:
+            rows = used if optimizer == "adam" else np.ones(W.shape[0], bool)
+            m1[rows] = b1 * m1[rows] + (1 - b1) * grad[rows]
+            m2[rows] = b2 * m2[rows] + (1 - b2) * grad[rows] ** 2
+            m_hat = m1[rows] / (1 - b1**step)
+            W[rows] -= lr * m_hat / (np.sqrt(m2[rows] / (1 - b2**step)) + eps)
+    return step
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "dense_adam", "adagrad", "sgd"])
+def test_optimizer_epoch_matches_numpy_reference(optimizer, rng):
+    n_users, n_items, d, n_neg, batch = 7, 12, 4, 3, 5
+    X = sp.random(n_users, n_items, density=0.35, format="csr", random_state=3)
+    X.data[:] = 1.0
+    indptr, indices = X.indptr.astype(np.int64), X.indices.astype(np.int64)
+    spec = LOSSES["infonce"]
+    params = np.array([0.5, 1.0, 0.2, 1.0, 0.5])
+    code = _OPTIMIZERS[optimizer]
+    lr, l2, seed = 0.05, 0.01, 11
+    W0 = rng.normal(0, 0.3, (n_users + n_items, d))
+    # two epochs, so that dense Adam's untouched rows carry non-zero moments into the second
+    W, m1, m2 = W0.copy(), np.zeros_like(W0), np.zeros_like(W0)
+    Wr, r1, r2 = W0.copy(), np.zeros_like(W0), np.zeros_like(W0)
+    step = ref_step = 0
+    for epoch in range(2):
+        order = rng.permutation(indices.size)
+        _, step = sgd.train_epoch(
+            W,
+            m1,
+            m2,
+            indptr,
+            indices,
+            np.repeat(np.arange(n_users, dtype=np.int64), np.diff(indptr)),
+            order,
+            np.zeros(n_users),
+            n_users,
+            n_items,
+            spec.code,
+            params,
+            False,
+            0,
+            n_neg,
+            sgd.UNIFORM,
+            indices,
+            False,
+            batch,
+            1,
+            seed + epoch,
+            0,
+            code,
+            lr,
+            l2,
+            0.9,
+            0.999,
+            1e-8,
+            step,
+            W.shape[0],
+            True,
+            np.zeros((1, *W.shape)),
+            np.zeros((1, W.shape[0]), np.uint8),
+            np.empty((1, W.shape[0]), np.int64),
+            np.zeros(W.shape[0], np.int64),
+            0.0,
+        )
+        ref_step = _numpy_optimizer_epoch(
+            Wr,
+            r1,
+            r2,
+            indptr,
+            indices,
+            order,
+            spec,
+            params,
+            n_neg,
+            batch,
+            seed + epoch,
+            optimizer,
+            lr,
+            l2,
+            ref_step,
+        )
+    assert step == ref_step == 2 * -(-indices.size // batch)
+    np.testing.assert_allclose(W, Wr, rtol=1e-10, atol=1e-12)
+    assert not np.allclose(W, W0)
 
 
 def test_fold_in_recovers_users(data):

@@ -17,11 +17,14 @@ The random numbers of a pair come from a counter-based generator keyed by
 (seed, epoch, position of the pair in the epoch), so the samples do not depend on the thread
 count at all and results are bit-identical for a fixed seed and thread count.
 
-Optimisers (``optimizer`` codes 0, 1, 2): lazy Adam (only the rows touched in a batch update
+Optimisers (``optimizer`` codes 0, 1, 2, 3): lazy Adam (only the rows touched in a batch update
 their moments, with the global step count in the bias correction: the behaviour of
 ``torch.optim.SparseAdam`` / TensorFlow's LazyAdam), Adagrad (lazy in the same way, which for
-Adagrad is exact since untouched rows have zero gradient) and plain SGD. L2 regularisation
-adds ``l2 * w`` to the gradient of each row used in the batch.
+Adagrad is exact since untouched rows have zero gradient), plain SGD, and dense Adam (every
+row steps at every batch, untouched rows with a zero gradient, so their moments decay and
+their momentum keeps moving them: ``torch.optim.Adam`` on an ``nn.Embedding`` table, the
+optimiser of most published PyTorch baselines). L2 regularisation adds ``l2 * w`` to the
+gradient of each row used in the batch.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ CCL, DEBIASED_CCL, MSE, DEBIASED_MSE, DEBIASED_MSE_PU = 6, 7, 8, 9, 10
 # Indices into the float64 ``params`` array.
 P_TEMPERATURE, P_NEG_WEIGHT, P_MARGIN, P_BALANCE, P_EPS = 0, 1, 2, 3, 4
 
-ADAM, ADAGRAD, SGD = 0, 1, 2
+ADAM, ADAGRAD, SGD, DENSE_ADAM = 0, 1, 2, 3
 UNIFORM, POPULARITY = 0, 1
 
 _NORM_FLOOR = 1e-12
@@ -1117,7 +1120,7 @@ def train_epoch(
                         gt[k] = 0.0
             if row < update_limit:
                 w = W[row]
-                if optimizer == ADAM:
+                if optimizer == ADAM or optimizer == DENSE_ADAM:
                     m1 = moment1[row]
                     m2 = moment2[row]
                     for k in range(d):
@@ -1139,6 +1142,20 @@ def train_epoch(
                         w[k] -= lr_t * (gsum[k] + l2_t * w[k])
             for k in range(d):
                 gsum[k] = 0.0
+        if optimizer == DENSE_ADAM:
+            # the rows outside the batch: a zero gradient (no l2 either: the penalty belongs
+            # to the batch's loss), so the moments decay and the momentum still moves them
+            for row in prange(update_limit):
+                if stamp[row] != step:
+                    w = W[row]
+                    m1 = moment1[row]
+                    m2 = moment2[row]
+                    for k in range(d):
+                        m = b1 * m1[k]
+                        v = b2 * m2[k]
+                        m1[k] = m
+                        m2[k] = v
+                        w[k] -= step_size * m / (np.sqrt(v) * inv_sqrt_bias2 + eps_t)
     return total_loss, step
 
 
@@ -1166,7 +1183,8 @@ def _row_update(
     bias2 = 1.0 - beta2**step
     for k in range(W.shape[1]):
         gk = gvec[k] + l2 * W[row, k]
-        if optimizer == ADAM:
+        # fold-in steps its one row at every step: dense and lazy Adam coincide
+        if optimizer == ADAM or optimizer == DENSE_ADAM:
             m = beta1 * moment1[k] + (1.0 - beta1) * gk
             v = beta2 * moment2[k] + (1.0 - beta2) * gk * gk
             moment1[k] = m
