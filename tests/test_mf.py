@@ -235,6 +235,9 @@ def test_optimizer_epoch_matches_numpy_reference(optimizer, rng):
     W, m1, m2 = W0.copy(), np.zeros_like(W0), np.zeros_like(W0)
     Wr, r1, r2 = W0.copy(), np.zeros_like(W0), np.zeros_like(W0)
     step = ref_step = 0
+    # the kernel's buffers live for the whole run, as in MF (stamp carries rows' last steps)
+    grad, flags = np.zeros((1, *W.shape)), np.zeros((1, W.shape[0]), np.uint8)
+    touched, stamp = np.empty((1, W.shape[0]), np.int64), np.zeros(W.shape[0], np.int64)
     for epoch in range(2):
         order = rng.permutation(indices.size)
         _, step = sgd.train_epoch(
@@ -269,10 +272,10 @@ def test_optimizer_epoch_matches_numpy_reference(optimizer, rng):
             step,
             W.shape[0],
             True,
-            np.zeros((1, *W.shape)),
-            np.zeros((1, W.shape[0]), np.uint8),
-            np.empty((1, W.shape[0]), np.int64),
-            np.zeros(W.shape[0], np.int64),
+            grad,
+            flags,
+            touched,
+            stamp,
             0.0,
         )
         ref_step = _numpy_optimizer_epoch(
