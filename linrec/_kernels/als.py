@@ -283,8 +283,9 @@ def _add_sparse_product_in_place(other, indices, extra, start, n_u, v, out, limi
 # position in the block (OpenBLAS 0.3.31's Haswell sgemm does, for the last rows of a 64-row
 # block), and a row's rotated value must not depend on the rows rotated with it, so that a
 # batch of fold-in rows gives the same factors as the whole matrix, whatever the thread count.
-# Measured on 100k rows (one thread, loaded machine): 0.074 s against BLAS blocks' 0.082 s at
-# d = 64, 1.40 s against 2.20 s at d = 256.
+# Its speed against BLAS blocks depends on the factors' values: in a Gowalla d = 256 fit at
+# bench_ials.py's setting it is slower (3.05 s of rotations in 3 epochs against 1.83 s), at
+# the default setting faster (2.4 s against 4.2 s); see benchmarks/RESULTS.md, session 23.
 _ROTATE_ROWS = 64
 
 
