@@ -311,47 +311,44 @@ def gram_eigenbasis(gram, dtype):
     )
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
-def _rotate_tiles(A, V, out):
-    # out = A @ V, chunks of _ROTATE_ROWS rows in parallel, each chunk in tiles of 4 rows
-    # (zero-padded at the end) by one loop nest: every row is computed by the same
-    # instructions in the same order (k ascending), whatever its position and the rows beside
-    # it. A tile's rows are copied before any of them is written, so ``out`` may be ``A``.
+@njit(parallel=True, cache=True, fastmath={"contract", "reassoc"})
+def _rotate_tiles(A, VT, out):
+    # out = A @ VT.T, chunks of _ROTATE_ROWS rows in parallel, each chunk in tiles of 4 rows
+    # (zero-padded at the end). Every output entry is one dot product over k of fixed length:
+    # the compiler splits it into SIMD partial sums ("reassoc"), in the same way for every row,
+    # so a row's value does not depend on its position or on the rows beside it. Dot products
+    # keep their sums in registers, where the earlier row-times-matrix loop stored four output
+    # rows at every k (0.19 against 0.30 s for 71,000 x 256 random rows, two threads). A
+    # tile's rows are copied before any of them is written, so ``out`` may be ``A``.
     n, d_in = A.shape
-    d_out = V.shape[1]
+    d_out = VT.shape[0]
+    zero = A.dtype.type(0.0)
     n_chunks = (n + _ROTATE_ROWS - 1) // _ROTATE_ROWS
     for c in prange(n_chunks):
         a = np.empty((4, d_in), A.dtype)
-        o0 = np.empty(d_out, A.dtype)
-        o1 = np.empty(d_out, A.dtype)
-        o2 = np.empty(d_out, A.dtype)
-        o3 = np.empty(d_out, A.dtype)
+        o = np.empty((4, d_out), A.dtype)
         end = min(n, (c + 1) * _ROTATE_ROWS)
         for lo in range(c * _ROTATE_ROWS, end, 4):
             m = min(4, end - lo)
             for r in range(4):
                 for k in range(d_in):
-                    a[r, k] = A[lo + r, k] if r < m else 0.0
-            o0[:] = 0.0
-            o1[:] = 0.0
-            o2[:] = 0.0
-            o3[:] = 0.0
-            for k in range(d_in):
-                a0, a1, a2, a3 = a[0, k], a[1, k], a[2, k], a[3, k]
-                v = V[k]
-                for j in range(d_out):
-                    vj = v[j]
-                    o0[j] += a0 * vj
-                    o1[j] += a1 * vj
-                    o2[j] += a2 * vj
-                    o3[j] += a3 * vj
-            out[lo] = o0
-            if m > 1:
-                out[lo + 1] = o1
-            if m > 2:
-                out[lo + 2] = o2
-            if m > 3:
-                out[lo + 3] = o3
+                    a[r, k] = A[lo + r, k] if r < m else zero
+            a0, a1, a2, a3 = a[0], a[1], a[2], a[3]
+            for j in range(d_out):
+                v = VT[j]
+                s0, s1, s2, s3 = zero, zero, zero, zero
+                for k in range(d_in):
+                    vk = v[k]
+                    s0 += a0[k] * vk
+                    s1 += a1[k] * vk
+                    s2 += a2[k] * vk
+                    s3 += a3[k] * vk
+                o[0, j] = s0
+                o[1, j] = s1
+                o[2, j] = s2
+                o[3, j] = s3
+            for r in range(m):
+                out[lo + r] = o[r]
 
 
 def rotate_rows(A, V, out=None):
@@ -363,7 +360,7 @@ def rotate_rows(A, V, out=None):
     if out is None:
         out = np.empty((A.shape[0], V.shape[1]), dtype=A.dtype)
     if A.shape[0]:
-        _rotate_tiles(np.ascontiguousarray(A), np.ascontiguousarray(V), out)
+        _rotate_tiles(np.ascontiguousarray(A), np.ascontiguousarray(V.T), out)
     return out
 
 
