@@ -283,9 +283,8 @@ def _add_sparse_product_in_place(other, indices, extra, start, n_u, v, out, limi
 # position in the block (OpenBLAS 0.3.31's Haswell sgemm does, for the last rows of a 64-row
 # block), and a row's rotated value must not depend on the rows rotated with it, so that a
 # batch of fold-in rows gives the same factors as the whole matrix, whatever the thread count.
-# Its speed against BLAS blocks depends on the factors' values: in a Gowalla d = 256 fit at
-# bench_ials.py's setting it is slower (3.05 s of rotations in 3 epochs against 1.83 s), at
-# the default setting faster (2.4 s against 4.2 s); see benchmarks/RESULTS.md, session 23.
+# In a Gowalla d = 256 fit at bench_ials.py's setting its rotations take 1.98 s in 3 epochs
+# against BLAS blocks' 1.83 s (benchmarks/RESULTS.md, session 23).
 _ROTATE_ROWS = 64
 
 
@@ -311,11 +310,11 @@ def gram_eigenbasis(gram, dtype):
     )
 
 
-@njit(parallel=True, cache=True, fastmath={"contract", "reassoc"})
+@njit(parallel=True, cache=True)
 def _rotate_tiles(A, VT, out):
     # out = A @ VT.T, chunks of _ROTATE_ROWS rows in parallel, each chunk in tiles of 4 rows
-    # (zero-padded at the end). Every output entry is one dot product over k of fixed length:
-    # the compiler splits it into SIMD partial sums ("reassoc"), in the same way for every row,
+    # (zero-padded at the end). Every output entry is one dot product over k of fixed length
+    # (:func:`_dot4`): the compiler splits it into SIMD partial sums in the same way for every row,
     # so a row's value does not depend on its position or on the rows beside it. Dot products
     # keep their sums in registers, where the earlier row-times-matrix loop stored four output
     # rows at every k (0.19 against 0.30 s for 71,000 x 256 random rows, two threads). A
@@ -333,20 +332,8 @@ def _rotate_tiles(A, VT, out):
             for r in range(4):
                 for k in range(d_in):
                     a[r, k] = A[lo + r, k] if r < m else zero
-            a0, a1, a2, a3 = a[0], a[1], a[2], a[3]
             for j in range(d_out):
-                v = VT[j]
-                s0, s1, s2, s3 = zero, zero, zero, zero
-                for k in range(d_in):
-                    vk = v[k]
-                    s0 += a0[k] * vk
-                    s1 += a1[k] * vk
-                    s2 += a2[k] * vk
-                    s3 += a3[k] * vk
-                o[0, j] = s0
-                o[1, j] = s1
-                o[2, j] = s2
-                o[3, j] = s3
+                o[0, j], o[1, j], o[2, j], o[3, j] = _dot4(a[0], a[1], a[2], a[3], VT[j], d_in)
             for r in range(m):
                 out[lo + r] = o[r]
 
