@@ -486,9 +486,10 @@ def test_cg_long_rows_in_place_equal_gathered(rng, dtype):
         np.testing.assert_array_equal(P, gathered)
 
 
-def test_rotate_rows_in_place_equals_copy(rng):
-    A = rng.standard_normal((150, 12)).astype(np.float32)
-    V = np.linalg.qr(rng.standard_normal((12, 12)))[0].astype(np.float32)
+@pytest.mark.parametrize("d", [12, 13])
+def test_rotate_rows_in_place_equals_copy(rng, d):
+    A = rng.standard_normal((150, d)).astype(np.float32)
+    V = np.linalg.qr(rng.standard_normal((d, d)))[0].astype(np.float32)
     want = rotate_rows(A, V)
     rotate_rows(A, V, out=A)
     np.testing.assert_array_equal(A, want)
@@ -523,11 +524,12 @@ def test_weighted_gram_matches_numpy_for_any_thread_count(rng, dtype, n_rows):
         np.testing.assert_array_equal(A, before)
 
 
-def test_rotation_does_not_depend_on_batch(rng):
+@pytest.mark.parametrize("d", [12, 13])
+def test_rotation_does_not_depend_on_batch(rng, d):
     # fold-in of a batch must give the same factors as of the whole matrix: each row's rotated
-    # value may not depend on the rows rotated with it (fixed-shape BLAS blocks)
-    A = rng.standard_normal((150, 12)).astype(np.float32)
-    V = np.linalg.qr(rng.standard_normal((12, 12)))[0].astype(np.float32)
+    # value may not depend on the rows rotated with it (an odd d has a last column of its own)
+    A = rng.standard_normal((150, d)).astype(np.float32)
+    V = np.linalg.qr(rng.standard_normal((d, d)))[0].astype(np.float32)
     whole = rotate_rows(A, V)
     np.testing.assert_allclose(whole, A.astype(float) @ V.astype(float), atol=1e-5)
     for start, size in [(0, 1), (3, 7), (60, 70), (149, 1)]:
