@@ -498,8 +498,9 @@ def test_rotate_rows_in_place_equals_copy(rng, d):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_rows", [0, 3, 700, 9000])
 def test_weighted_gram_matches_numpy_for_any_thread_count(rng, dtype, n_rows):
-    # row ranges and pieces of fixed size: 9000 rows span several 512-row pieces per range,
-    # 3 rows leave most ranges empty
+    # row ranges and pieces of fixed size: 9000 rows span several pieces (256 float32 or 128
+    # float64 rows) per range, 3 rows leave most ranges empty; d = 9 is not a multiple of the
+    # kernel's 4 x 2 tiles
     A = rng.standard_normal((n_rows, 9)).astype(dtype)
     w = rng.uniform(0.1, 3.0, n_rows)
     tol = 1e-12 if dtype == np.float64 else 1e-4
@@ -515,6 +516,7 @@ def test_weighted_gram_matches_numpy_for_any_thread_count(rng, dtype, n_rows):
         scale = max(1.0, np.abs(want).max())
         np.testing.assert_allclose(results[0], want, atol=tol * scale)
         np.testing.assert_array_equal(results[0], results[1])
+        np.testing.assert_array_equal(results[0], results[0].T)
         # summed in float64 from the rows as they are (float32 rows converted piece by
         # piece): as exact as the float64 reference, and A is left as it was
         before = A.copy()
