@@ -325,7 +325,8 @@ def test_cholesky_kernel_solves_normal_equations(rng, params):
 # Every path of the exact kernel: the n_u x n_u (Woodbury) form needs n_u < d and e >= 0; d = 3
 # sends most rows, a negative e (Hu with w above the confidence) every row, to the d x d solve;
 # density 0.9 gives rows of about 22 entries, which build the d x d system by gemm (in pieces
-# of d entries when d = 4) and, when d = 40, the n_u x n_u matrix of the Woodbury form by gemm.
+# of d entries when d = 4) and, when d = 40, fill the n_u x n_u matrix of the Woodbury form
+# mostly by 2 x 4 tiles of dot products (odd and even n_u).
 NEGATIVE_EXTRA = dict(
     objective="hu", unobserved_weight=3.0, confidence_scale=0.0, regularization=0.1
 )

@@ -522,6 +522,34 @@ def _add_entries_gemm(A, b, other, indices, extra, rhs, start, end, limit, W, Qp
 
 
 @njit(cache=True)
+def _lower_row_products(W, n, M):
+    # M[k, j] = W[k] . W[j] for j <= k < n: two rows k against four rows j per pass
+    # (:func:`_dot4x2`), the rest by single dot products. Numba dot products, not a BLAS
+    # gemm: SciPy's OpenBLAS, which np.dot reaches inside numba, was measured 2-5x slower
+    # single-threaded on some machines (see _gram_ranges). Entries above the diagonal of
+    # the 4-row blocks are written too and never read.
+    d = W.shape[1]
+    k = 0
+    while k + 2 <= n:
+        j = 0
+        while j + 4 <= k + 2:
+            s = _dot4x2(W[j], W[j + 1], W[j + 2], W[j + 3], W[k], W[k + 1], d)
+            for t in range(4):
+                M[k, j + t] = s[t]
+                M[k + 1, j + t] = s[4 + t]
+            j += 4
+        while j <= k + 1:
+            if j <= k:
+                M[k, j] = _dot(W[j], W[k])
+            M[k + 1, j] = _dot(W[j], W[k + 1])
+            j += 1
+        k += 2
+    if k < n:
+        for j in range(k + 1):
+            M[k, j] = _dot(W[j], W[k])
+
+
+@njit(cache=True)
 def _low_rank_row(D, other, indices, extra, rhs, start, n_u, limit, W, M, y, s, x):
     """Exact solve of (D + U^T E U) x = U^T t for a row with n_u < d entries (e >= 0).
 
@@ -544,27 +572,10 @@ def _low_rank_row(D, other, indices, extra, rhs, start, n_u, limit, W, M, y, s, 
         for a in range(d):
             Wk[a] = q[a] * x[a]
         s[k] = np.sqrt(extra[start + k])
-    # K = W W^T in a contiguous n_u x n_u view of the flat scratch ``M``: one BLAS gemm for
-    # longer rows (the whole square; it is the row's dominant O(n_u^2 d) cost), the lower
-    # triangle by four dot products per pass for short ones
+    # K = W W^T (lower triangle) in a contiguous n_u x n_u view of the flat scratch ``M``:
+    # the row's dominant O(n_u^2 d) cost
     M = M[: n_u * n_u].reshape((n_u, n_u))
-    if n_u >= _GEMM_MIN_ENTRIES:
-        np.dot(W[:n_u], W[:n_u].T, M)
-    else:
-        for k in range(n_u):
-            Wk = W[k]
-            Mk = M[k]
-            j = 0
-            while j + 4 <= k + 1:
-                s0, s1, s2, s3 = _dot4(W[j], W[j + 1], W[j + 2], W[j + 3], Wk, d)
-                Mk[j] = s0
-                Mk[j + 1] = s1
-                Mk[j + 2] = s2
-                Mk[j + 3] = s3
-                j += 4
-            while j <= k:
-                Mk[j] = _dot(W[j], Wk)
-                j += 1
+    _lower_row_products(W, n_u, M)
     # y = S K t (K symmetric, lower triangle stored), then M = I + S K S
     for k in range(n_u):
         y[k] = 0
