@@ -446,10 +446,10 @@ class IALS(TransformerMixin, BaseRecommender):
 
     Notes
     -----
-    A user half-step costs O(n_items d^2) for the Gram matrix by BLAS plus, per row:
+    A user half-step costs O(n_items d^2) for the Gram matrix plus, per row:
     ``"cholesky"`` O(n_u^2 d + n_u^3) when n_u < d (Woodbury form in the Gram eigenbasis,
     see :mod:`linrec._kernels.als`) and O(n_u d^2 + d^3) otherwise; ``"cg"``
-    O(cg_steps n_u d); both plus O((n_users + n_items) d^2) of BLAS rotations into the
+    O(cg_steps n_u d); both plus O((n_users + n_items) d^2) of rotations into the
     eigenbasis per half-step (only the other side's for the exact solver and for CG from
     zero). ``"ialspp"``: O(block_sweeps (n_u d b + d b^2)) with block size b in the
     eigenbasis (plus its rotations; rows solved exactly as for ``"cholesky"``), and

@@ -46,10 +46,12 @@ solves rows already in the basis, for a fit that keeps both sides in one common 
 - :func:`solve_cholesky`: the exact minimiser. A row with ``n_u < d`` entries and
   ``e_ui >= 0`` solves ``(D_u + U^T E U) x~ = U^T b`` through Woodbury's identity as an
   ``n_u x n_u`` Cholesky of ``I + S K S`` (``K = U D_u^-1 U^T``, ``S = E^1/2``, eigenvalues
-  >= 1): O(n_u^2 d + n_u^3) instead of O(n_u d^2 + d^3), ``K`` by one BLAS gemm for rows of
-  16 or more entries. Other rows (and any row whose small
-  factorisation fails) take the d x d Cholesky of ``D_u + U^T E U``, O(n_u d^2 + d^3), the
-  sum over entries built by BLAS gemm in pieces of d entries for long rows.
+  >= 1): O(n_u^2 d + n_u^3) instead of O(n_u d^2 + d^3), ``K`` by tiles of dot products.
+  Other rows (and any row whose small factorisation fails) take the d x d Cholesky of
+  ``D_u + U^T E U``, O(n_u d^2 + d^3), the sum over entries built by tiles of dot products
+  over pieces of d entries for long rows. No kernel calls BLAS: inside numba, ``np.dot``
+  reaches SciPy's OpenBLAS, whose single-threaded sgemm was measured 2-5x slower than these
+  tiles on some machines.
 - :func:`solve_cg`: conjugate gradient from the current row (warm start) or from zero,
   ``n_steps`` steps, matrix-free: ``A v = D_u v + sum_i e_ui q~_i (q~_i . v)``, O(n_u d) a
   step, preconditioned by default with ``D_u`` (in the original basis: by the shared part
@@ -192,6 +194,20 @@ def _dot4x2(a0, a1, a2, a3, b0, b1, n):
 
 
 @njit(cache=True)
+def _add_upper_products(S, R, m, acc):
+    # acc[a, b] += S[a, :m] . R[b, :m] for b >= a: 4 x 2 tiles of dot products (:func:`_dot4x2`),
+    # so acc, S and R need a multiple of 4 rows. Entries below the diagonal inside the tiles
+    # are written too; callers read the upper triangle only.
+    n = acc.shape[0]
+    for a in range(0, n, 4):
+        for b in range(a, n, 2):
+            s = _dot4x2(S[a], S[a + 1], S[a + 2], S[a + 3], R[b], R[b + 1], m)
+            for t in range(4):
+                acc[a + t, b] += s[t]
+                acc[a + t, b + 1] += s[4 + t]
+
+
+@njit(cache=True)
 def _cholesky_solve(A, b, m):
     """Solve A x = b in place for the leading m x m block (lower triangle of A is read).
 
@@ -310,13 +326,13 @@ def _add_sparse_product_in_place(other, indices, extra, start, n_u, v, out, limi
 # position in the block (OpenBLAS 0.3.31's Haswell sgemm does, for the last rows of a 64-row
 # block), and a row's rotated value must not depend on the rows rotated with it, so that a
 # batch of fold-in rows gives the same factors as the whole matrix, whatever the thread count.
-# In a Gowalla d = 256 fit at bench_ials.py's setting its rotations take 1.98 s in 3 epochs
-# against BLAS blocks' 1.83 s (benchmarks/RESULTS.md, session 23).
+# In a Gowalla d = 256 fit at bench_ials.py's setting the four rotations of an epoch take
+# about 0.36 s on two threads (benchmarks/RESULTS.md, session 24).
 _ROTATE_ROWS = 64
 
 
-# Rows at least this long build their d x d system by BLAS gemm (pieces of up to d entries);
-# shorter ones by scalar loops, where a gemm call's overhead would not pay.
+# Rows at least this long build their d x d system by tiles of dot products over transposed
+# pieces of up to d entries; shorter ones by scalar loops, where the transposition would not pay.
 _GEMM_MIN_ENTRIES = 16
 
 # CG rows whose gathered factors would exceed this many bytes are read in place (solve_cg).
@@ -417,20 +433,7 @@ def _gram_ranges(A, weights, weighted, bounds, partial):
                 for a in range(d):
                     for r in range(m):
                         scaled[a, r] = weights[lo + r] * rows[a, r]
-            for a in range(0, d_pad, 4):
-                for b in range(a, d_pad, 2):
-                    s = _dot4x2(
-                        scaled[a],
-                        scaled[a + 1],
-                        scaled[a + 2],
-                        scaled[a + 3],
-                        rows[b],
-                        rows[b + 1],
-                        m,
-                    )
-                    for k in range(4):
-                        acc[a + k, b] += s[k]
-                        acc[a + k, b + 1] += s[4 + k]
+            _add_upper_products(scaled, rows, m, acc)
 
 
 def weighted_gram(A, weights=None, dtype=None):
@@ -493,11 +496,14 @@ def _add_entries(A, b, other, indices, extra, rhs, start, end, limit):
 
 
 @njit(cache=True)
-def _add_entries_gemm(A, b, other, indices, extra, rhs, start, end, limit, W, Qp, T):
+def _add_entries_products(A, b, other, indices, extra, rhs, start, end, limit, WT, QT, T):
     # The same sums as _add_entries for long rows: entries in pieces of up to d, gathered
-    # into contiguous scratch (Qp the rows, W the rows times e) so that each piece's
-    # sum e q q^T is one BLAS gemm (W^T Qp) instead of scalar loops over the triangle.
+    # transposed into contiguous scratch (QT the rows, WT the rows times e; both with a
+    # multiple of 4 rows, those beyond d zero) so that each piece's sum e q q^T is 4 x 2
+    # tiles of dot products (:func:`_add_upper_products`, into T) instead of scalar loops
+    # over the triangle. Not a BLAS gemm: see :func:`_lower_row_products`.
     d = b.shape[0]
+    T[:, :] = 0
     idx = start
     while idx < end:
         m = min(d, end - idx)
@@ -506,19 +512,16 @@ def _add_entries_gemm(A, b, other, indices, extra, rhs, start, end, limit, W, Qp
             q = other[indices[idx + k]]
             e = extra[idx + k]
             t = rhs[idx + k]
-            Qk = Qp[k]
-            Wk = W[k]
             for a in range(d):
-                Qk[a] = q[a]
-                Wk[a] = e * q[a]
+                QT[a, k] = q[a]
+                WT[a, k] = e * q[a]
                 b[a] += t * q[a]
-        np.dot(W[:m].T, Qp[:m], T)
-        for a in range(d):
-            Aa = A[a]
-            Ta = T[a]
-            for k in range(a + 1):
-                Aa[k] += Ta[k]
+        _add_upper_products(WT, QT, m, T)
         idx += m
+    for a in range(d):
+        Aa = A[a]
+        for k in range(a + 1):
+            Aa[k] += T[k, a]
 
 
 @njit(cache=True)
@@ -654,9 +657,11 @@ def _solve_exact_rotated(
     for c in prange(n_chunks):
         A = np.empty((d, d), dtype=out.dtype)
         A_flat = A.reshape(d * d)  # the same memory, as the Woodbury form's flat scratch
-        W = np.empty((d, d), dtype=out.dtype)
-        Qp = np.empty((d, d), dtype=out.dtype)
-        T = np.empty((d, d), dtype=out.dtype)
+        # W: the Woodbury rows, or the long rows' transposed pieces (rows beyond d stay zero)
+        d_pad = (d + 3) // 4 * 4
+        W = np.zeros((d_pad, d), dtype=out.dtype)
+        Qp = np.zeros((d_pad, d), dtype=out.dtype)
+        T = np.empty((d_pad, d_pad), dtype=out.dtype)
         b = np.empty(d, dtype=out.dtype)
         D = np.empty(d, dtype=out.dtype)
         s = np.empty(d, dtype=out.dtype)
@@ -684,7 +689,7 @@ def _solve_exact_rotated(
                 Aa[a] = D[a]
                 b[a] = 0
             if n_u >= _GEMM_MIN_ENTRIES:
-                _add_entries_gemm(A, b, other, indices, extra, rhs, start, end, limit, W, Qp, T)
+                _add_entries_products(A, b, other, indices, extra, rhs, start, end, limit, W, Qp, T)
             else:
                 _add_entries(A, b, other, indices, extra, rhs, start, end, limit)
             if _cholesky_solve(A, b, d):
@@ -698,7 +703,7 @@ def solve_cholesky(
 ):
     """Exact row update: ``factors[u]`` <- argmin f_u for every row (see module notes).
 
-    Solved in the eigenbasis of ``gram`` (rotated once per call by BLAS), where the shared
+    Solved in the eigenbasis of ``gram`` (rotated once per call), where the shared
     part of every system is diagonal: rows with fewer entries than factors take the
     n_u x n_u Woodbury form, the others a d x d Cholesky. ``bounds`` must cover every row.
     Rows without entries get the zero vector (their right-hand side is zero). ``factors``
@@ -871,7 +876,7 @@ def solve_cg(
     """``n_steps`` conjugate-gradient steps per row, from ``factors[u]`` or from zero.
 
     Runs in the eigenbasis of ``gram``: the rows (in place, ``factors`` C-contiguous) and the
-    other side's factors are rotated by BLAS (O((rows + other rows) d^2) a call), after which
+    other side's factors are rotated (O((rows + other rows) d^2) a call), after which
     a CG step costs O(n_u d) instead of O(n_u d + d^2).
 
     A row's rotated ``q_i`` are gathered into contiguous per-thread scratch, so the
