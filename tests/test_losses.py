@@ -95,8 +95,19 @@ def _scores_numpy(W, n_users, u, items, cosine, keep=None):
 @pytest.mark.parametrize("cosine", [False, True], ids=["dot", "cosine"])
 @pytest.mark.parametrize("name", NAMES)
 def test_embedding_gradient(name, cosine, share, dropout, rng):
-    n_users, n_extra, n_neg = 4, 3, 5
-    W, users, targets, tau = _random_problem(rng, n_users=n_users)
+    _check_embedding_gradient(name, cosine, share, dropout, rng, n_neg=5)
+
+
+@pytest.mark.parametrize("name", ["infonce", "mse"])
+def test_embedding_gradient_many_shared_negatives(name, rng):
+    # from _TILED_SCORES_BELOW shared negatives on, the block's scores come from BLAS
+    assert 600 >= sgd._TILED_SCORES_BELOW
+    _check_embedding_gradient(name, True, True, False, rng, n_neg=600)
+
+
+def _check_embedding_gradient(name, cosine, share, dropout, rng, n_neg):
+    n_users, n_extra = 4, 3
+    W, users, targets, tau = _random_problem(rng, n_users=n_users, n_neg=n_neg)
     # a random mask per pair, 0 or 1 / (1 - rate) with rate 0.3
     keep = (rng.random((users.size, W.shape[1])) >= 0.3) / 0.7
     if share:  # every pair scores the same negatives (the batch-shared sampler)
