@@ -324,7 +324,7 @@ def test_cholesky_kernel_solves_normal_equations(rng, params):
 
 # Every path of the exact kernel: the n_u x n_u (Woodbury) form needs n_u < d and e >= 0; d = 3
 # sends most rows, a negative e (Hu with w above the confidence) every row, to the d x d solve;
-# density 0.9 gives rows of about 22 entries, which build the d x d system by gemm (in pieces
+# density 0.9 gives rows of about 22 entries, which build the d x d system by tiles (in pieces
 # of d entries when d = 4) and, when d = 40, fill the n_u x n_u matrix of the Woodbury form
 # mostly by 2 x 4 tiles of dot products (odd and even n_u).
 NEGATIVE_EXTRA = dict(
@@ -362,7 +362,7 @@ def test_cholesky_kernel_paths_match_numpy_solve(rng, params, d, density):
     if d == 24 and density == 0.3:
         assert n_u.max() < d  # every row takes the n_u x n_u form (if e >= 0)
     if density == 0.9:
-        assert n_u.min() >= 16  # every row is built by gemm (_GEMM_MIN_ENTRIES)
+        assert n_u.min() >= 16  # every row is built by tiles (_TILED_MIN_ENTRIES)
     if d == 40:
         assert n_u.max() < d  # ... in the n_u x n_u form
     _assert_cholesky_solves_each_row(args, P0, bounds)

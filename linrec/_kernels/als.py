@@ -333,7 +333,7 @@ _ROTATE_ROWS = 64
 
 # Rows at least this long build their d x d system by tiles of dot products over transposed
 # pieces of up to d entries; shorter ones by scalar loops, where the transposition would not pay.
-_GEMM_MIN_ENTRIES = 16
+_TILED_MIN_ENTRIES = 16
 
 # CG rows whose gathered factors would exceed this many bytes are read in place (solve_cg).
 _CG_GATHER_MAX_BYTES = 1 << 20
@@ -688,7 +688,7 @@ def _solve_exact_rotated(
                     Aa[k] = 0
                 Aa[a] = D[a]
                 b[a] = 0
-            if n_u >= _GEMM_MIN_ENTRIES:
+            if n_u >= _TILED_MIN_ENTRIES:
                 _add_entries_products(A, b, other, indices, extra, rhs, start, end, limit, W, Qp, T)
             else:
                 _add_entries(A, b, other, indices, extra, rhs, start, end, limit)
