@@ -54,6 +54,7 @@ _NORM_FLOOR = 1e-12
 # Prefetching the gradient rows for writing, or from the forward loop, was slower.
 _ROW_AHEAD = 16
 _GRAD_AHEAD = 8
+_UPDATE_AHEAD = 16
 _INV_2_53 = 1.0 / 9007199254740992.0  # 53 random bits -> uniform in [0, 1)
 # Reassociation and contraction only (no "nnan"/"ninf": the guards on norms stay intact).
 _FASTMATH = {"reassoc", "contract", "nsz"}
@@ -572,6 +573,10 @@ def _shared_block(
     # Gathers first, in loops whose iterations are independent, so that the random row
     # fetches overlap (interleaved with the per-row loss they would be waited for one by one).
     for b in range(nb):
+        if b + _ROW_AHEAD < nb:
+            prefetch_row(W, users[b + _ROW_AHEAD])
+            for a in range(e0):
+                prefetch_row(W, n_users + row_targets[b + _ROW_AHEAD, a])
         p = W[users[b]]
         inv = 1.0
         if cosine:
@@ -606,6 +611,10 @@ def _shared_block(
         np.dot(P, shared_q.T, S)
     total = 0.0
     n_active = 0
+    # the negatives' part of y and g as views from index 0 (see _loss_grad: loops from the
+    # run-time offset e0 do not vectorise)
+    yn = y[e0 : e0 + n_neg]
+    gn = g[e0 : e0 + n_neg]
     for b in range(nb):
         pb = P[b]
         for a in range(e0):
@@ -616,7 +625,7 @@ def _shared_block(
             y[a] = dot * inv_qr[b, a]
         sb = S[b]
         for j in range(n_neg):
-            y[e0 + j] = sb[j]
+            yn[j] = sb[j]
         total += _loss_grad(code, y, n_extra, n_neg, tau[b], params, g, bits)
         acc = R[b]
         acc[:] = 0.0
@@ -641,9 +650,9 @@ def _shared_block(
         # G replaces S row by row (rows beyond nb are zero: their P rows are)
         row_active = 0
         for j in range(n_neg):
-            ga = g[e0 + j] * scale
+            ga = gn[j] * scale
             sb[j] = ga
-            sgy += ga * y[e0 + j]
+            sgy += ga * yn[j]
             row_active += ga != 0.0
         sum_gy[b] = sgy
         active[b] = row_active
@@ -672,6 +681,11 @@ def _shared_block(
         _rows_dot_rows(np.ascontiguousarray(S.T), np.ascontiguousarray(P.T), shared_dq)
     # Scatter into the row gradients (independent iterations again).
     for b in range(nb):
+        if b + _GRAD_AHEAD < nb:
+            prefetch_row(grad, users[b + _GRAD_AHEAD])
+            if update_items:
+                for a in range(e0):
+                    prefetch_row(grad, n_users + row_targets[b + _GRAD_AHEAD, a])
         u = users[b]
         count = _touch(u, flags, touched, count)
         gp = grad[u]
@@ -1144,7 +1158,18 @@ def train_epoch(
         b1, b2 = dt(beta1), dt(beta2)
         c1, c2 = dt(1.0 - beta1), dt(1.0 - beta2)
         eps_t, l2_t, lr_t = dt(opt_eps), dt(l2), dt(learning_rate)
+        adam = optimizer == ADAM or optimizer == DENSE_ADAM
         for idx in prange(n_union):
+            # the union's rows are scattered over W, the moments and the thread buffers:
+            # request the rows a few entries ahead so that their loads overlap
+            if idx + _UPDATE_AHEAD < n_union:
+                ahead = union[idx + _UPDATE_AHEAD]
+                prefetch_row(grad[union_first[idx + _UPDATE_AHEAD]], ahead)
+                prefetch_row(W, ahead)
+                if adam:
+                    prefetch_row(moment1, ahead)
+                if optimizer != SGD:
+                    prefetch_row(moment2, ahead)
             row = union[idx]
             # the sum of the thread buffers goes into the first one that touched the row; the
             # others are read (and zeroed) only if they touched it too: most rows have one
@@ -1158,7 +1183,7 @@ def train_epoch(
                         gt[k] = 0.0
             if row < update_limit:
                 w = W[row]
-                if optimizer == ADAM or optimizer == DENSE_ADAM:
+                if adam:
                     m1 = moment1[row]
                     m2 = moment2[row]
                     for k in range(d):
