@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from linrec._kernels.als import _dot, _dot4x2
+from linrec._kernels.matmul import matmul_into
 from linrec._kernels.prefetch import prefetch_row
 from linrec._kernels.topk import _select_row
 
@@ -460,11 +460,14 @@ def _pair_forward_backward(
 
 # --------------------------------------------------------------------------- shared negatives
 @njit(nogil=True, fastmath=_FASTMATH)
-def _gather_shared(W, n_users, shared, cosine, shared_q, inv_qs):
+def _gather_shared(W, n_users, shared, cosine, shared_q, shared_qt, inv_qs):
     """Copy the shared negatives' rows into the rows of ``shared_q`` (N x d), unit-normalised
-    for cosine scores."""
+    for cosine scores, and their transpose into ``shared_qt`` (d x N)."""
     d = W.shape[1]
-    for j in range(shared.shape[0]):
+    n_neg = shared.shape[0]
+    for j in range(n_neg):
+        if j + _ROW_AHEAD < n_neg:
+            prefetch_row(W, n_users + shared[j + _ROW_AHEAD])
         q = W[n_users + shared[j]]
         qq = 0.0
         for k in range(d):
@@ -472,39 +475,9 @@ def _gather_shared(W, n_users, shared, cosine, shared_q, inv_qs):
         inv_qs[j] = 1.0 / max(np.sqrt(qq), _NORM_FLOOR) if cosine else 1.0
         for k in range(d):
             shared_q[j, k] = q[k] * inv_qs[j]
-
-
-# The block's products by numba dot products rather than np.dot, which inside numba is SciPy's
-# OpenBLAS capped at one thread. Measured on one thread (AVX2 AMD EPYC, d = 64, 1,024 users):
-# the scores S = P Q^T take 2.8 ms by BLAS at N = 256 negatives (12 GFLOP/s) against 1.4 ms by
-# tiles, but 3.2 ms against 4.3 ms at N = 800, so the scores use tiles below this many
-# negatives; the gradient products always do (Gowalla InfoNCE, N = 256, two threads: 5.5-5.7 s
-# an epoch with BLAS, 4.1 s with tiles; CCL's sparse gradient path does not use them).
-_TILED_SCORES_BELOW = 512
-
-
-@njit(cache=True)
-def _rows_dot_rows(A, B, out):
-    # out[i, j] = A[i] . B[j] (A @ B^T): 4 x 2 tiles of dot products, the edges one by one.
-    n, d = A.shape
-    m = B.shape[0]
-    i = 0
-    while i + 4 <= n:
-        j = 0
-        while j + 2 <= m:
-            s = _dot4x2(A[i], A[i + 1], A[i + 2], A[i + 3], B[j], B[j + 1], d)
-            for t in range(4):
-                out[i + t, j] = s[t]
-                out[i + t, j + 1] = s[4 + t]
-            j += 2
-        if j < m:
-            for t in range(4):
-                out[i + t, j] = _dot(A[i + t], B[j])
-        i += 4
-    while i < n:
-        for j in range(m):
-            out[i, j] = _dot(A[i], B[j])
-        i += 1
+    for k in range(d):
+        for j in range(n_neg):
+            shared_qt[k, j] = shared_q[j, k]
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -522,6 +495,7 @@ def _shared_block(
     scale,
     update_items,
     shared_q,
+    shared_qt,
     grad,
     flags,
     touched,
@@ -547,9 +521,10 @@ def _shared_block(
 
     ``users`` (nb,) user rows, ``row_targets`` (nb, 1 + M) item ids of the positive and the
     extra positives, ``tau`` (nb,), ``shared_q`` (N, d) the negatives' vectors (unit rows for
-    cosine scores). The scores of the block against the negatives and the two gradient
-    products are matrix products, by tiles of dot products (:func:`_rows_dot_rows`; the scores
-    by the thread's own BLAS gemm from ``_TILED_SCORES_BELOW`` negatives on):
+    cosine scores) and ``shared_qt`` (d, N) their transpose. The scores of the block against
+    the negatives and the two gradient products are matrix products, by the register tiles of
+    :func:`~linrec._kernels.matmul.matmul_into` (not BLAS: inside numba that is SciPy's
+    single-threaded OpenBLAS, slower than the tiles here at every N measured, 256 and 800):
 
         S = P Q^T (nb x N),   dL/dP = G Q (nb x d),   dL/dQ = G^T P (N x d),
 
@@ -605,10 +580,7 @@ def _shared_block(
             inv_qr[b, a] = 1.0 / max(np.sqrt(qq), _NORM_FLOOR) if cosine else 1.0
     for b in range(nb, P.shape[0]):
         P[b, :] = 0.0
-    if n_neg < _TILED_SCORES_BELOW:
-        _rows_dot_rows(P, shared_q, S)
-    else:
-        np.dot(P, shared_q.T, S)
+    matmul_into(P, shared_qt, S)
     total = 0.0
     n_active = 0
     # the negatives' part of y and g as views from index 0 (see _loss_grad: loops from the
@@ -677,8 +649,8 @@ def _shared_block(
                         dp[k] += ga * q[k]
                         dq[k] += ga * pb[k]
     else:
-        _rows_dot_rows(S, np.ascontiguousarray(shared_q.T), dP)
-        _rows_dot_rows(np.ascontiguousarray(S.T), np.ascontiguousarray(P.T), shared_dq)
+        matmul_into(S, shared_q, dP)
+        matmul_into(S.T, P, shared_dq)
     # Scatter into the row gradients (independent iterations again).
     for b in range(nb):
         if b + _GRAD_AHEAD < nb:
@@ -777,8 +749,9 @@ def pairs_loss_and_grad(
     if share:
         shared = targets[0, e0:].copy()
         shared_q = np.empty((n_neg, d), W.dtype)
+        shared_qt = np.empty((d, n_neg), W.dtype)
         inv_qs = np.empty(n_neg)
-        _gather_shared(W, n_users, shared, cosine, shared_q, inv_qs)
+        _gather_shared(W, n_users, shared, cosine, shared_q, shared_qt, inv_qs)
         shared_dq = np.empty((n_neg, d), W.dtype)
         total, count = _shared_block(
             W,
@@ -794,6 +767,7 @@ def pairs_loss_and_grad(
             1.0,
             True,
             shared_q,
+            shared_qt,
             grad,
             flags,
             touched,
@@ -967,6 +941,7 @@ def train_epoch(
     n_shared = n_neg if share_negatives else 0
     rows = (batch_size + n_threads - 1) // n_threads if share_negatives else 0
     shared_q = np.empty((n_shared, d), W.dtype)
+    shared_qt = np.empty((d, n_shared), W.dtype)
     inv_qs = np.empty(n_shared)
     block_users = np.empty((n_threads, rows), np.int64)
     block_targets = np.empty((n_threads, rows, e0), np.int64)
@@ -994,7 +969,7 @@ def train_epoch(
             state = _pair_state(seed, epoch, n_pairs + batch)
             for a in range(n_neg):
                 state, shared[a] = _sample_negative(state, n_items, sampler, pop_items)
-            _gather_shared(W, n_users, shared, cosine, shared_q, inv_qs)
+            _gather_shared(W, n_users, shared, cosine, shared_q, shared_qt, inv_qs)
         for t in prange(n_threads):
             t_lo = lo + ((hi - lo) * t) // n_threads
             t_hi = lo + ((hi - lo) * (t + 1)) // n_threads
@@ -1045,6 +1020,7 @@ def train_epoch(
                     scale,
                     update_items,
                     shared_q,
+                    shared_qt,
                     grad[t],
                     flags[t],
                     touched[t],

@@ -1,0 +1,55 @@
+"""The register-tiled matrix product of the MF kernel against numpy (float64 reference)."""
+
+import numpy as np
+import pytest
+
+from linrec._kernels.matmul import matmul_into
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape",
+    # (rows, depth, columns): full 4 x 16 tiles, their row and column edges, and neither
+    [(8, 64, 32), (9, 13, 35), (3, 5, 7), (4, 1, 16), (1, 1, 1), (37, 70, 300)],
+)
+def test_matmul_matches_numpy(shape, dtype, rng):
+    n, depth, m = shape
+    A = rng.standard_normal((n, depth)).astype(dtype)
+    B = rng.standard_normal((depth, m)).astype(dtype)
+    C = np.full((n, m), np.nan, dtype)
+    A_before, B_before = A.copy(), B.copy()
+    matmul_into(A, B, C)
+    reference = A.astype(np.float64) @ B.astype(np.float64)
+    # float64: a sum over depth of rounded products; float32 likewise at its own epsilon
+    eps = np.finfo(dtype).eps
+    scale = np.abs(A).astype(np.float64) @ np.abs(B).astype(np.float64)
+    assert np.all(np.abs(C - reference) <= 2 * depth * eps * scale)
+    np.testing.assert_array_equal(A, A_before)
+    np.testing.assert_array_equal(B, B_before)
+
+
+@pytest.mark.parametrize("shape", [(9, 13, 35), (40, 512, 64)])
+def test_matmul_transposed_left_operand(shape, rng):
+    # the MF block passes G^T as a transposed view (any layout of A is read entry by entry)
+    n, depth, m = shape
+    G = rng.standard_normal((depth, n))
+    B = rng.standard_normal((depth, m))
+    C = np.empty((n, m))
+    matmul_into(G.T, B, C)
+    np.testing.assert_allclose(C, G.T @ B, rtol=1e-12, atol=1e-12 * depth)
+    contiguous = np.empty((n, m))
+    matmul_into(np.ascontiguousarray(G.T), B, contiguous)
+    np.testing.assert_array_equal(C, contiguous)
+
+
+def test_matmul_entry_independent_of_row_position(rng):
+    # each entry is one sum over k in order, in the tiles and in the edges alike: a row gives
+    # the same bits whether it falls in a full tile or in the edge rows
+    A = rng.standard_normal((7, 50)).astype(np.float32)
+    B = rng.standard_normal((50, 40)).astype(np.float32)
+    full = np.empty((7, 40), np.float32)
+    matmul_into(A, B, full)
+    for i in range(7):
+        alone = np.empty((1, 40), np.float32)
+        matmul_into(A[i : i + 1], B, alone)
+        np.testing.assert_array_equal(full[i], alone[0])
