@@ -77,6 +77,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from linrec._kernels.matmul import matmul_into
 from linrec._kernels.prefetch import PREFETCH_AHEAD, prefetch_entry
 
 __all__ = [
@@ -326,8 +327,8 @@ def _add_sparse_product_in_place(other, indices, extra, start, n_u, v, out, limi
 # position in the block (OpenBLAS 0.3.31's Haswell sgemm does, for the last rows of a 64-row
 # block), and a row's rotated value must not depend on the rows rotated with it, so that a
 # batch of fold-in rows gives the same factors as the whole matrix, whatever the thread count.
-# In a Gowalla d = 256 fit at bench_ials.py's setting the four rotations of an epoch take
-# about 0.36 s on two threads (benchmarks/RESULTS.md, session 24).
+# In a Gowalla d = 256 fit at bench_ials.py's setting the four rotations of an epoch took
+# about 0.36 s on two threads with dot-product tiles (benchmarks/RESULTS.md, session 24).
 _ROTATE_ROWS = 64
 
 
@@ -354,37 +355,21 @@ def gram_eigenbasis(gram, dtype):
 
 
 @njit(parallel=True, cache=True)
-def _rotate_tiles(A, VT, out):
-    # out = A @ VT.T, chunks of _ROTATE_ROWS rows in parallel, each chunk in tiles of 4 rows
-    # (zero-padded at the end), two output columns at a time (:func:`_dot4x2`; an odd last
-    # column by :func:`_dot4`). Every output entry is one dot product over k of fixed length:
-    # the compiler splits it into SIMD partial sums in the same way for every row, so a row's
-    # value does not depend on its position or on the rows beside it. Dot products keep their
-    # sums in registers, where the earlier row-times-matrix loop stored four output rows at
-    # every k. A tile's rows are copied before any of them is written, so ``out`` may be ``A``.
+def _rotate_chunks(A, V, out):
+    # out = A @ V, chunks of _ROTATE_ROWS rows in parallel, each by the register tiles of
+    # :func:`~linrec._kernels.matmul.matmul_into`. Every output entry is one sum over k in
+    # order, in the tiles and in the edge rows alike, so a row's value does not depend on its
+    # position or on the rows beside it. Each chunk is copied before any of its rows is
+    # written, so ``out`` may be ``A``. Measured against the former 4 x 2 dot-product tiles,
+    # 41k rows on two threads: 5.4 against 9.0 ms at d = 64, 72 against 88 ms at d = 256.
     n, d_in = A.shape
-    d_out = VT.shape[0]
-    zero = A.dtype.type(0.0)
     n_chunks = (n + _ROTATE_ROWS - 1) // _ROTATE_ROWS
     for c in prange(n_chunks):
-        a = np.empty((4, d_in), A.dtype)
-        o = np.empty((4, d_out), A.dtype)
-        end = min(n, (c + 1) * _ROTATE_ROWS)
-        for lo in range(c * _ROTATE_ROWS, end, 4):
-            m = min(4, end - lo)
-            for r in range(4):
-                for k in range(d_in):
-                    a[r, k] = A[lo + r, k] if r < m else zero
-            for j in range(0, d_out - 1, 2):
-                k = j + 1
-                (o[0, j], o[1, j], o[2, j], o[3, j], o[0, k], o[1, k], o[2, k], o[3, k]) = _dot4x2(
-                    a[0], a[1], a[2], a[3], VT[j], VT[k], d_in
-                )
-            if d_out % 2:
-                j = d_out - 1
-                o[0, j], o[1, j], o[2, j], o[3, j] = _dot4(a[0], a[1], a[2], a[3], VT[j], d_in)
-            for r in range(m):
-                out[lo + r] = o[r]
+        lo = c * _ROTATE_ROWS
+        hi = min(n, lo + _ROTATE_ROWS)
+        chunk = np.empty((hi - lo, d_in), A.dtype)
+        chunk[:] = A[lo:hi]
+        matmul_into(chunk, V, out[lo:hi])
 
 
 def rotate_rows(A, V, out=None):
@@ -396,7 +381,7 @@ def rotate_rows(A, V, out=None):
     if out is None:
         out = np.empty((A.shape[0], V.shape[1]), dtype=A.dtype)
     if A.shape[0]:
-        _rotate_tiles(np.ascontiguousarray(A), np.ascontiguousarray(V.T), out)
+        _rotate_chunks(np.ascontiguousarray(A), np.ascontiguousarray(V, dtype=A.dtype), out)
     return out
 
 
