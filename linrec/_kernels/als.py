@@ -36,7 +36,7 @@ than the cache, in an order only the kernel knows.
 The exact and CG solvers work in the eigenbasis of the Gram matrix, ``G = V diag(lambda) V^T``
 (one float64 ``eigh`` of a d x d matrix per half-step). Rotating the other side's factors
 (``q~_i = V^T q_i``) and the rows (``x~ = V^T x``) costs O((rows + other rows) d^2) per
-half-step, by a loop nest that computes every row the same way, so a row's value does not
+half-step, by register tiles that compute every row the same way, so a row's value does not
 depend on the rows rotated with it (:func:`rotate_rows`). In that basis the shared part
 ``c_u G + reg_u I`` of every system is the diagonal
 ``D_u = c_u lambda + reg_u``, so no per-row d x d product with G is left.
