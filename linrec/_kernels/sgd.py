@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from linrec._kernels.matmul import matmul_into
+from linrec._kernels.matmul import _stack_tile, matmul_into
 from linrec._kernels.prefetch import prefetch_row
 from linrec._kernels.topk import _select_row
 
@@ -192,7 +192,10 @@ def exp_array(x, scratch):
 @njit(nogil=True, fastmath=_FASTMATH)
 def _sum(v):
     # eight independent partial sums: the additions pipeline instead of waiting on each other
-    acc = np.zeros(8)
+    # (on the stack, where LLVM keeps them in registers; a heap array was stored at every add)
+    acc = _stack_tile(8, v)
+    for c in range(8):
+        acc[c] = 0.0
     n = v.shape[0]
     a = 0
     while a + 8 <= n:
@@ -211,7 +214,9 @@ def _sum(v):
 @njit(nogil=True, fastmath=_FASTMATH)
 def _max_scaled(v, scale, start):
     """max(start, max of v * scale), with eight independent running maxima."""
-    acc = np.full(8, start)
+    acc = _stack_tile(8, v)
+    for c in range(8):
+        acc[c] = start
     n = v.shape[0]
     a = 0
     while a + 8 <= n:
