@@ -5,7 +5,7 @@ one core; on the AVX2 machines measured here its single-threaded sgemm was slow 
 (see :mod:`linrec._kernels.als`). :func:`matmul_into` computes ``C = A @ B`` by register
 tiles instead: a 4 x 16 block of C is accumulated over k from four broadcast entries of A and
 one 16-wide row segment of B, so that every multiply-add is a vector FMA and no horizontal sum
-is ever needed. The block lives in a stack array (:func:`_stack_tile`), which LLVM keeps in
+is ever needed. The block lives in a stack array (:func:`stack_array`), which LLVM keeps in
 registers (8 AVX2 registers for float32).
 
 Measured on one thread of the AMD EPYC (Zen 1, AVX2: one 256-bit FMA per cycle, about
@@ -25,7 +25,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np import arrayobj
 
-__all__ = ["matmul_into"]
+__all__ = ["matmul_into", "stack_array"]
 
 _TILE_ROWS = 4
 _TILE_COLS = 16
@@ -33,7 +33,7 @@ _TILE = _TILE_ROWS * _TILE_COLS
 
 
 @intrinsic
-def _stack_tile(typingctx, size, like):
+def stack_array(typingctx, size, like):
     """A 1-D C array of ``size`` (a compile-time constant) entries of ``like``'s dtype, on the
     stack of the calling function. Fixed size and constant indices let LLVM promote it to
     registers; it must not outlive the function that created it."""
@@ -82,7 +82,7 @@ def matmul_into(A, B, C):
     """
     n, depth = A.shape
     m = B.shape[1]
-    acc = _stack_tile(_TILE, C)
+    acc = stack_array(_TILE, C)
     full_cols = m - m % _TILE_COLS
     i0 = 0
     while i0 + _TILE_ROWS <= n:

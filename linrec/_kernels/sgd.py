@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from linrec._kernels.matmul import _stack_tile, matmul_into
+from linrec._kernels.matmul import matmul_into, stack_array
 from linrec._kernels.prefetch import prefetch_row
 from linrec._kernels.topk import _select_row
 
@@ -193,7 +193,7 @@ def exp_array(x, scratch):
 def _sum(v):
     # eight independent partial sums: the additions pipeline instead of waiting on each other
     # (on the stack, where LLVM keeps them in registers; a heap array was stored at every add)
-    acc = _stack_tile(8, v)
+    acc = stack_array(8, v)
     for c in range(8):
         acc[c] = 0.0
     n = v.shape[0]
@@ -214,7 +214,7 @@ def _sum(v):
 @njit(nogil=True, fastmath=_FASTMATH)
 def _max_scaled(v, scale, start):
     """max(start, max of v * scale), with eight independent running maxima."""
-    acc = _stack_tile(8, v)
+    acc = stack_array(8, v)
     for c in range(8):
         acc[c] = start
     n = v.shape[0]
@@ -524,8 +524,6 @@ def _gather_shared(W, n_users, shared, cosine, shared_q, shared_qt, inv_qs):
         inv_qs[j] = 1.0 / max(np.sqrt(qq), _NORM_FLOOR) if cosine else 1.0
         for k in range(d):
             shared_q[j, k] = q[k] * inv_qs[j]
-    for k in range(d):
-        for j in range(n_neg):
             shared_qt[k, j] = shared_q[j, k]
 
 
