@@ -291,6 +291,19 @@ def _add_sparse_product(Qu, extra, start, n_u, v, out):
 
 
 @njit(cache=True)
+def _fetch4(other, indices, position, limit):
+    # the rows of entries position .. position + 3, each prefetch running PREFETCH_AHEAD ahead
+    for j in range(4):
+        prefetch_entry(other, indices, position + j + PREFETCH_AHEAD, limit)
+    return (
+        other[indices[position]],
+        other[indices[position + 1]],
+        other[indices[position + 2]],
+        other[indices[position + 3]],
+    )
+
+
+@njit(cache=True)
 def _add_sparse_product_in_place(other, indices, extra, start, n_u, v, out, limit):
     # _add_sparse_product reading the rows from the table itself (other[indices[start + k]]),
     # with the same arithmetic in the same order, prefetching ahead as the gather does. Kept
@@ -299,12 +312,7 @@ def _add_sparse_product_in_place(other, indices, extra, start, n_u, v, out, limi
     d = v.shape[0]
     k = 0
     while k + 4 <= n_u:
-        for j in range(4):
-            prefetch_entry(other, indices, start + k + j + PREFETCH_AHEAD, limit)
-        q0 = other[indices[start + k]]
-        q1 = other[indices[start + k + 1]]
-        q2 = other[indices[start + k + 2]]
-        q3 = other[indices[start + k + 3]]
+        q0, q1, q2, q3 = _fetch4(other, indices, start + k, limit)
         s0, s1, s2, s3 = _dot4(q0, q1, q2, q3, v, d)
         c0 = extra[start + k] * s0
         c1 = extra[start + k + 1] * s1
@@ -1324,12 +1332,7 @@ def _row_data_term(other, indices, extra, rhs, start, n_u, x, x64, Qu, gathered,
         if gathered:
             q0, q1, q2, q3 = Qu[k], Qu[k + 1], Qu[k + 2], Qu[k + 3]
         else:
-            for j in range(4):
-                prefetch_entry(other, indices, start + k + j + PREFETCH_AHEAD, limit)
-            q0 = other[indices[start + k]]
-            q1 = other[indices[start + k + 1]]
-            q2 = other[indices[start + k + 2]]
-            q3 = other[indices[start + k + 3]]
+            q0, q1, q2, q3 = _fetch4(other, indices, start + k, limit)
         y0, y1, y2, y3 = _dot4_float64(q0, q1, q2, q3, x64)
         acc += _entry_term(extra[start + k], rhs[start + k], y0)
         acc += _entry_term(extra[start + k + 1], rhs[start + k + 1], y1)
