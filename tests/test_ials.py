@@ -263,8 +263,8 @@ def test_objective_never_increases(rng, params, solver):
 
 
 # ---------------------------------------------------------------------------- kernels
-def _system(rng, params, d=7, dtype=np.float64, density=0.3):
-    X = _counts(rng, 30, 25, density)
+def _system(rng, params, d=7, dtype=np.float64, density=0.3, shape=(30, 25)):
+    X = _counts(rng, *shape, density)
     row_weight, extra, rhs = objective_terms(
         X,
         params["objective"],
@@ -639,6 +639,18 @@ def test_eigen_block_sweeps_match_numpy_reference(rng, params, block_size):
         np.testing.assert_allclose(
             P, _eigen_block_reference(args, P0, block_size, sweeps), atol=1e-10
         )
+
+
+def test_eigen_block_long_rows_match_numpy_reference(rng):
+    # rows of about 300 entries: a block's Hessian sums its entries in several pieces
+    _, args, P0, bounds = _system(rng, OBJECTIVE_PARAMS[0], d=9, density=0.6, shape=(5, 500))
+    assert np.diff(args[0]).min() > 2 * 128
+    status = np.zeros(P0.shape[0], np.int8)
+    P = P0.copy()
+    max_row = int(np.diff(args[0]).max())
+    solve_block_eigen(*args, P, bounds, 4, 2, max_row, status, exact_max_entries=0)
+    assert not status.any()
+    np.testing.assert_allclose(P, _eigen_block_reference(args, P0, 4, 2), atol=1e-10)
 
 
 @pytest.mark.parametrize("params", OBJECTIVE_PARAMS, ids=lambda p: p["objective"])

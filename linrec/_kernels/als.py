@@ -1088,6 +1088,12 @@ def _gather_block_major(other, indices, extra, rhs, start, n_u, limit, x, Qb, co
         coef[k] = extra[start + k] * _dot(q, x) - rhs[start + k]
 
 
+# Entries per product in an iALS++ block step (_block_step): their slices stay in cache while
+# every tile reads them. Synthetic 10M, d = 256, block 64, user side: 7.56 s with one product
+# over all entries, 6.70 s with pieces of 256, 6.45 s with 128; 64 was no better.
+_BLOCK_PIECE = 128
+
+
 @njit(cache=True)
 def _block_step(QB, extra, start, n_u, coef, H, g, m, S, T):
     """One exact block minimisation of an iALS++ sweep, given the shared part.
@@ -1110,12 +1116,15 @@ def _block_step(QB, extra, start, n_u, coef, H, g, m, S, T):
             Sk[t] = ek * q[t]
         for t in range(m):
             g[t] += ck * q[t]
-    matmul_into(S[:n_u].T, QB[:n_u], T)
-    for a in range(m):
-        Ha = H[a]
-        Ta = T[a]
-        for t in range(m):
-            Ha[t] += Ta[t]
+    # in pieces of entries whose slices stay in cache while every tile reads them
+    for lo in range(0, n_u, _BLOCK_PIECE):
+        hi = min(n_u, lo + _BLOCK_PIECE)
+        matmul_into(S[lo:hi].T, QB[lo:hi], T)
+        for a in range(m):
+            Ha = H[a]
+            Ta = T[a]
+            for t in range(m):
+                Ha[t] += Ta[t]
     for a in range(m):
         g[a] = -g[a]
     if not _cholesky_solve(H, g, m):
