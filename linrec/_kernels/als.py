@@ -1104,8 +1104,9 @@ def _block_step(QB, extra, start, n_u, coef, H, g, m, S, T):
     to date with the step. S (at least n_u x b) and T (b x b) are scratch. Returns False
     when H is not positive definite.
     """
-    # The entries' part of H, QB^T E QB, as one product by register tiles (matmul_into):
-    # measured faster than adding four entries' outer products per pass over H.
+    # The entries' part of H, QB^T E QB, by products of register tiles (matmul_into) over
+    # pieces of _BLOCK_PIECE entries: measured faster than adding four entries' outer
+    # products per pass over H.
     b = QB.shape[1]
     for k in range(n_u):
         q = QB[k]
@@ -1116,7 +1117,6 @@ def _block_step(QB, extra, start, n_u, coef, H, g, m, S, T):
             Sk[t] = ek * q[t]
         for t in range(m):
             g[t] += ck * q[t]
-    # in pieces of entries whose slices stay in cache while every tile reads them
     for lo in range(0, n_u, _BLOCK_PIECE):
         hi = min(n_u, lo + _BLOCK_PIECE)
         matmul_into(S[lo:hi].T, QB[lo:hi], T)
@@ -1311,28 +1311,11 @@ def _entry_term(extra, rhs, y):
     return e * y * y - 2.0 * b * y + b
 
 
-@njit(fastmath=True, cache=True)
-def _dot4_float64(a0, a1, a2, a3, b):
-    # a_r . b for four rows, summed in float64; b is float64 already (converted once per row,
-    # not once per entry), and each of its loads serves four rows.
-    s0 = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    s3 = 0.0
-    for k in range(b.shape[0]):
-        bk = b[k]
-        s0 += np.float64(a0[k]) * bk
-        s1 += np.float64(a1[k]) * bk
-        s2 += np.float64(a2[k]) * bk
-        s3 += np.float64(a3[k]) * bk
-    return s0, s1, s2, s3
-
-
 @njit(cache=True)
 def _row_data_term(other, indices, extra, rhs, start, n_u, x, x64, Qu, gathered, limit):
     # sum over the row's entries of e y^2 - 2 b y + b, y = q_k . x in float64, reading q_k from
-    # Qu[k] when gathered, else from other[indices[start + k]]; four entries at a time
-    # (8M entries at d = 256: 0.5 s per epoch one at a time).
+    # Qu[k] when gathered, else from other[indices[start + k]]; x converted once per row, and
+    # four entries at a time (8M entries at d = 256: 0.5 s per epoch one at a time).
     for a in range(x.shape[0]):
         x64[a] = x[a]
     acc = 0.0
@@ -1342,7 +1325,8 @@ def _row_data_term(other, indices, extra, rhs, start, n_u, x, x64, Qu, gathered,
             q0, q1, q2, q3 = Qu[k], Qu[k + 1], Qu[k + 2], Qu[k + 3]
         else:
             q0, q1, q2, q3 = _fetch4(other, indices, start + k, limit)
-        y0, y1, y2, y3 = _dot4_float64(q0, q1, q2, q3, x64)
+        # x64 is float64, so _dot4 sums in float64
+        y0, y1, y2, y3 = _dot4(q0, q1, q2, q3, x64, x64.shape[0])
         acc += _entry_term(extra[start + k], rhs[start + k], y0)
         acc += _entry_term(extra[start + k + 1], rhs[start + k + 1], y1)
         acc += _entry_term(extra[start + k + 2], rhs[start + k + 2], y2)
