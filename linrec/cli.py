@@ -94,6 +94,8 @@ def _demo_run(args) -> int:
         f"linrec {__version__} demo: synthetic data, {X.shape[0]:,} users x {X.shape[1]:,} "
         f"items, {X_train.nnz:,} train / {X_test.nnz:,} test interactions"
     )
+    # most of a first run is numba compiling the kernels: say so before the wait
+    print("(the first run also compiles linrec's kernels, which are cached for later runs)")
     models = {name: make_model(name) for name in MODELS}
     rows = fit_and_evaluate(models, X_train, X_test)
     print(format_table(rows))
