@@ -45,8 +45,11 @@ def _parse_params(pairs: list[str]) -> dict:
     return params
 
 
-def fit_and_evaluate(models: dict, X_train, X_test, ks=(20,)) -> list[dict]:
-    """Fit each model, evaluate it, and return one row of results per model."""
+def fit_and_evaluate(models: dict, X_train, X_test, ks=(20,), on_row=None) -> list[dict]:
+    """Fit each model, evaluate it, and return one row of results per model.
+
+    ``on_row(row)``, if given, is called with each row as soon as it is ready.
+    """
     from linrec.metrics import evaluate
 
     rows = []
@@ -62,19 +65,26 @@ def fit_and_evaluate(models: dict, X_train, X_test, ks=(20,)) -> list[dict]:
             row[f"NDCG@{k}"] = result.mean("ndcg", k)
         rows.append(row)
         logger.info("%s: %s", name, row)
+        if on_row is not None:
+            on_row(row)
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
-    """Markdown table of :func:`fit_and_evaluate` rows."""
-    metric_cols = [c for c in rows[0] if "@" in c]
+def _metric_columns(ks) -> list[str]:
+    return [f"{name}@{k}" for k in ks for name in ("Recall", "NDCG")]
+
+
+def format_header(metric_cols: list[str]) -> str:
+    """The two header lines of the Markdown table of :func:`fit_and_evaluate` rows."""
     header = ["model", *metric_cols, "fit time", "peak memory"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [row["model"], *(f"{row[c]:.4f}" for c in metric_cols)]
-        cells += [f"{row['fit_seconds']:.2f} s", format_bytes(row["peak_memory"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "| " + " | ".join(header) + " |\n|" + "---|" * len(header)
+
+
+def format_row(row: dict, metric_cols: list[str]) -> str:
+    """One line of the Markdown table of :func:`fit_and_evaluate` rows."""
+    cells = [row["model"], *(f"{row[c]:.4f}" for c in metric_cols)]
+    cells += [f"{row['fit_seconds']:.2f} s", format_bytes(row["peak_memory"])]
+    return "| " + " | ".join(cells) + " |"
 
 
 # ---------------------------------------------------------------------------- demo
@@ -97,8 +107,12 @@ def _demo_run(args) -> int:
     # most of a first run is numba compiling the kernels: say so before the wait
     print("(the first run also compiles linrec's kernels, which are cached for later runs)")
     models = {name: make_model(name) for name in MODELS}
-    rows = fit_and_evaluate(models, X_train, X_test)
-    print(format_table(rows))
+    # the table's lines as the models finish: a first run waits minutes for the kernels
+    metric_cols = _metric_columns((20,))
+    print(format_header(metric_cols), flush=True)
+    fit_and_evaluate(
+        models, X_train, X_test, on_row=lambda row: print(format_row(row, metric_cols), flush=True)
+    )
     print(f"total {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -153,12 +167,20 @@ def _evaluate_run(args) -> int:
     X_train, X_test = _load_split(args.data, args.test_fraction, args.seed)
     params = _parse_params(args.param)
     models = {name: make_model(name, params) for name in args.model}
-    rows = fit_and_evaluate(models, X_train, X_test, ks=tuple(args.k or [20]))
+    ks = tuple(args.k or [20])
     if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(f"{args.data}: {X_train.shape[0]:,} users x {X_train.shape[1]:,} items")
-        print(format_table(rows))
+        print(json.dumps(fit_and_evaluate(models, X_train, X_test, ks=ks), indent=2))
+        return 0
+    print(f"{args.data}: {X_train.shape[0]:,} users x {X_train.shape[1]:,} items")
+    metric_cols = _metric_columns(ks)
+    print(format_header(metric_cols), flush=True)
+    fit_and_evaluate(
+        models,
+        X_train,
+        X_test,
+        ks=ks,
+        on_row=lambda row: print(format_row(row, metric_cols), flush=True),
+    )
     return 0
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from linrec import __version__
 from linrec._registry import MODELS, make_model
-from linrec.cli import _parse_value, main
+from linrec.cli import _parse_value, fit_and_evaluate, main
 
 
 def test_version(capsys):
@@ -44,6 +44,24 @@ def test_demo_runs_every_registered_model(capsys):
     for name in MODELS:
         assert f"| {name} |" in out
     assert "Recall@20" in out and "NDCG@20" in out
+
+
+def test_rows_reach_the_caller_as_each_model_finishes(rng):
+    from linrec.datasets import make_implicit, random_holdout_split
+
+    X = make_implicit(n_users=200, n_items=80, random_state=0)
+    X_train, X_test = random_holdout_split(X, test_fraction=0.2, random_state=0)
+    models = {name: make_model(name) for name in ("most_popular", "item_knn")}
+    seen = []
+
+    def on_row(row):
+        # called after that model's fit and before the next model's
+        seen.append((row["model"], models["item_knn"].__dict__.get("similarity_") is not None))
+
+    rows = fit_and_evaluate(models, X_train, X_test, ks=(10, 20), on_row=on_row)
+    assert [r["model"] for r in rows] == ["most_popular", "item_knn"]
+    assert seen == [("most_popular", False), ("item_knn", True)]
+    assert all(0 <= r["Recall@10"] <= r["Recall@20"] <= 1 for r in rows)
 
 
 def test_evaluate_interaction_file(tmp_path, capsys, rng):
