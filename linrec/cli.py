@@ -45,6 +45,10 @@ def _parse_params(pairs: list[str]) -> dict:
     return params
 
 
+# column label and linrec.metrics name of each metric in the rows and tables
+_METRICS = (("Recall", "recall"), ("NDCG", "ndcg"))
+
+
 def fit_and_evaluate(models: dict, X_train, X_test, ks=(20,), on_row=None) -> list[dict]:
     """Fit each model, evaluate it, and return one row of results per model.
 
@@ -58,11 +62,11 @@ def fit_and_evaluate(models: dict, X_train, X_test, ks=(20,), on_row=None) -> li
             start = time.perf_counter()
             model.fit(X_train)
             fit_seconds = time.perf_counter() - start
-        result = evaluate(model, X_train, X_test, k=ks, metrics=("recall", "ndcg"))
+        result = evaluate(model, X_train, X_test, k=ks, metrics=tuple(m for _, m in _METRICS))
         row = {"model": name, "fit_seconds": fit_seconds, "peak_memory": mem.increase}
         for k in ks:
-            row[f"Recall@{k}"] = result.mean("recall", k)
-            row[f"NDCG@{k}"] = result.mean("ndcg", k)
+            for label, metric in _METRICS:
+                row[f"{label}@{k}"] = result.mean(metric, k)
         rows.append(row)
         logger.info("%s: %s", name, row)
         if on_row is not None:
@@ -71,7 +75,8 @@ def fit_and_evaluate(models: dict, X_train, X_test, ks=(20,), on_row=None) -> li
 
 
 def _metric_columns(ks) -> list[str]:
-    return [f"{name}@{k}" for k in ks for name in ("Recall", "NDCG")]
+    # the metric keys of fit_and_evaluate's rows, in their order
+    return [f"{label}@{k}" for k in ks for label, _ in _METRICS]
 
 
 def format_header(metric_cols: list[str]) -> str:
@@ -85,6 +90,20 @@ def format_row(row: dict, metric_cols: list[str]) -> str:
     cells = [row["model"], *(f"{row[c]:.4f}" for c in metric_cols)]
     cells += [f"{row['fit_seconds']:.2f} s", format_bytes(row["peak_memory"])]
     return "| " + " | ".join(cells) + " |"
+
+
+def _print_table_as_fitted(models: dict, X_train, X_test, ks=(20,)) -> None:
+    """Print the Markdown table of :func:`fit_and_evaluate`, each line as its model finishes
+    (a first run waits minutes for the kernels to compile)."""
+    metric_cols = _metric_columns(ks)
+    print(format_header(metric_cols), flush=True)
+    fit_and_evaluate(
+        models,
+        X_train,
+        X_test,
+        ks=ks,
+        on_row=lambda row: print(format_row(row, metric_cols), flush=True),
+    )
 
 
 # ---------------------------------------------------------------------------- demo
@@ -106,13 +125,7 @@ def _demo_run(args) -> int:
     )
     # most of a first run is numba compiling the kernels: say so before the wait
     print("(the first run also compiles linrec's kernels, which are cached for later runs)")
-    models = {name: make_model(name) for name in MODELS}
-    # the table's lines as the models finish: a first run waits minutes for the kernels
-    metric_cols = _metric_columns((20,))
-    print(format_header(metric_cols), flush=True)
-    fit_and_evaluate(
-        models, X_train, X_test, on_row=lambda row: print(format_row(row, metric_cols), flush=True)
-    )
+    _print_table_as_fitted({name: make_model(name) for name in MODELS}, X_train, X_test)
     print(f"total {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -172,15 +185,7 @@ def _evaluate_run(args) -> int:
         print(json.dumps(fit_and_evaluate(models, X_train, X_test, ks=ks), indent=2))
         return 0
     print(f"{args.data}: {X_train.shape[0]:,} users x {X_train.shape[1]:,} items")
-    metric_cols = _metric_columns(ks)
-    print(format_header(metric_cols), flush=True)
-    fit_and_evaluate(
-        models,
-        X_train,
-        X_test,
-        ks=ks,
-        on_row=lambda row: print(format_row(row, metric_cols), flush=True),
-    )
+    _print_table_as_fitted(models, X_train, X_test, ks)
     return 0
 
 
