@@ -25,6 +25,7 @@ from linrec._kernels.als import (
     rotate_rows,
     solve_rows,
     solve_rows_diagonal,
+    square_sums,
     transpose_order,
     weighted_gram,
 )
@@ -433,7 +434,8 @@ class IALS(TransformerMixin, BaseRecommender):
         Exact value of J (float64, Gram trick, constants included) after every epoch
         (empty with ``record_objective=False``).
     epoch_times_ : list of float
-        Wall-clock seconds of every epoch (both half-steps, without objective or validation).
+        Wall-clock seconds of every epoch: both half-steps with the Gram matrices they need,
+        without the rest of the objective or validation.
     validation_scores_ : list of float
         Validation Recall@``validation_k`` per epoch (empty without validation data).
     best_epoch_ : int
@@ -781,6 +783,14 @@ class IALS(TransformerMixin, BaseRecommender):
         # (not summed at all when the objective is not recorded)
         data = np.empty(n_items) if self.solver == "cg" and self.record_objective else None
 
+        record = self.record_objective
+        # With the objective recorded, the Gram matrices the half-steps need serve it too (the
+        # objective's own two float64 ones took 0.17 s an epoch on Gowalla at d = 256, where
+        # the epoch took 0.82 s): the item factors' one is summed at the end of an epoch, for
+        # the next user half-step, and the item half-step sums the users' one in float64 and
+        # hands it back.
+        item_gram = None
+
         self.objective_ = []
         self.epoch_times_ = []
         self.validation_scores_ = []
@@ -791,15 +801,32 @@ class IALS(TransformerMixin, BaseRecommender):
         bar = tqdm(epochs, desc="IALS", disable=not self.verbose, leave=False)
         for epoch in bar:
             t0 = time.perf_counter()
-            self._half_step(user_side, P, Q, gram_items, f"epoch {epoch}", "user", basis=basis)
             self._half_step(
-                item_side, Q, P, row_weight, f"epoch {epoch}", "item", basis=basis, data_rows=data
+                user_side, P, Q, gram_items, f"epoch {epoch}", "user", basis=basis, gram=item_gram
             )
+            user_gram = self._half_step(
+                item_side,
+                Q,
+                P,
+                row_weight,
+                f"epoch {epoch}",
+                "item",
+                basis=basis,
+                data_rows=data,
+                keep_gram=record,
+            )
+            if record:
+                with numba_threads(self.n_jobs):
+                    item_gram = weighted_gram(Q, gram_items)
             self.epoch_times_.append(time.perf_counter() - t0)
             message = f"epoch {epoch}"
-            if self.record_objective:
+            if record:
                 observed = None if data is None else float(data.sum())
-                self.objective_.append(self._objective(user_side, P, Q, item_reg, observed))
+                self.objective_.append(
+                    self._objective(
+                        user_side, P, Q, item_reg, user_gram, item_gram, basis is not None, observed
+                    )
+                )
                 message += f": objective {self.objective_[-1]:.6g}"
             # validation scores P Q^T are the same in the common basis
             self.user_factors_ = P
@@ -857,6 +884,8 @@ class IALS(TransformerMixin, BaseRecommender):
         exact=False,
         basis=None,
         data_rows=None,
+        gram=None,
+        keep_gram=False,
     ):
         """Update the rows of ``F`` (in place) given the other side's factors ``other``.
 
@@ -869,6 +898,10 @@ class IALS(TransformerMixin, BaseRecommender):
         only), ``F`` and ``other`` are both turned in place into the eigenbasis of the Gram
         matrix, the rows are solved there, and ``basis`` is updated to match. ``data_rows``
         (CG in the common basis only) receives each row's share of the objective's data term.
+
+        ``gram``, when the caller has it, is that Gram matrix of ``other`` as it is now, in
+        ``F``'s dtype; it is summed here otherwise. With ``keep_gram`` it is summed in float64
+        and returned in the basis ``other`` ends in (else None is returned).
         """
         *terms, bounds = side  # indptr, indices, extra, rhs, row weights, regularisation
         indptr = terms[0]
@@ -880,10 +913,19 @@ class IALS(TransformerMixin, BaseRecommender):
         # against each other and cost up to 0.8 s; the kernel takes 0.056 s at d = 256 for
         # 41k rows on two threads. The d x d eigendecomposition's BLAS stays capped at one.
         with numba_threads(self.n_jobs):
-            gram = np.ascontiguousarray(weighted_gram(other, gram_weight), dtype=F.dtype)
+            if gram is None:
+                gram = weighted_gram(other, gram_weight, dtype=np.float64 if keep_gram else None)
+            kept = gram if keep_gram else None
+            gram = np.ascontiguousarray(gram, dtype=F.dtype)
             if basis is not None and not exact:
                 eigenvalues, U, _ = gram_eigenbasis(gram, F.dtype)
                 rotate_rows(other, U, out=other)
+                if keep_gram:
+                    # the Gram matrix of the rotated rows from the rotation they were given:
+                    # their rounding to F's dtype is independent errors in n d entries, which
+                    # move a sum over all of them by about eps / sqrt(n d) of itself
+                    U64 = U.astype(np.float64)
+                    kept = U64.T @ kept @ U64
                 # a warm-started CG reads the current rows; the exact solve and a CG from zero
                 # only write them
                 if (solver == "cg" and self.cg_warm_start) or solver == "ialspp":
@@ -937,31 +979,42 @@ class IALS(TransformerMixin, BaseRecommender):
                 "raise regularization or lower the weights (confidence_scale, "
                 "unobserved_weight)"
             )
+        return kept
 
-    def _objective(self, user_side, P, Q, item_reg, observed=None):
+    def _objective(
+        self, user_side, P, Q, item_reg, user_gram, item_gram, eigenbasis, observed=None
+    ):
         """Exact J in float64: C_u p^T G p over all entries plus the observed corrections.
 
-        G is the (item-weighted) Gram matrix sum_i g_i q_i q_i^T. ``observed``, the data term
-        at (P, Q) when the solver already summed it, saves a pass over the entries.
+        ``user_gram`` is sum_u C_u p_u p_u^T in float64 and ``item_gram`` G, the
+        (item-weighted) Gram matrix sum_i g_i q_i q_i^T, in ``Q``'s dtype, both as the factors
+        are now. ``eigenbasis``: the factors are in the eigenbasis of the item half-step, so
+        ``user_gram`` is diagonal up to rounding. ``observed``, the data term at (P, Q) when
+        the solver already summed it, saves a pass over the entries.
         """
-        indptr, indices, extra, rhs, row_weight, user_reg, bounds = user_side
+        indptr, indices, extra, rhs, _, user_reg, bounds = user_side
         # Every BLAS call here runs capped at one thread (see _half_step): a threaded one,
         # even the dot products of the penalty, left OpenBLAS's workers spinning into the
         # next epoch, measured 1.6x slower (Gowalla, d = 64, CG).
-        # sum_u C_u p_u^T G p_u = <G, sum_u C_u p_u p_u^T>: two Gram matrices summed in
-        # float64 from the factors as they are (no float64 copy of P or Q).
         with numba_threads(self.n_jobs):
-            gram = weighted_gram(Q, self._gram_item_weights(), dtype=np.float64)
-            user_gram = weighted_gram(P, row_weight, dtype=np.float64)
-            all_entries = float(np.sum(gram * user_gram))
+            user_norms, _ = square_sums(P)
+            item_norms, item_diagonal = square_sums(Q, self._gram_item_weights())
+            # sum_u C_u p_u^T G p_u = <G, sum_u C_u p_u p_u^T>. In the eigenbasis the users'
+            # Gram matrix is diagonal but for rounding-sized entries: its diagonal meets G's,
+            # summed in float64, and its off-diagonal entries need G's only to G's dtype
+            # (error about eps^2 d^2 of the sum). Elsewhere G is summed again in float64.
+            if eigenbasis or item_gram.dtype == np.float64:
+                off_diagonal = item_gram.astype(np.float64)
+                np.fill_diagonal(off_diagonal, 0.0)
+                all_entries = float(item_diagonal @ np.diagonal(user_gram))
+                all_entries += float(np.sum(off_diagonal * user_gram))
+            else:
+                gram = weighted_gram(Q, self._gram_item_weights(), dtype=np.float64)
+                all_entries = float(np.sum(gram * user_gram))
             if observed is None:
                 observed = data_term(indptr, indices, extra, rhs, P, Q, bounds)
-            reg = float(
-                np.dot(user_reg.astype(np.float64), np.einsum("ud,ud->u", P, P, dtype=np.float64))
-            )
-            reg += float(
-                np.dot(item_reg.astype(np.float64), np.einsum("id,id->i", Q, Q, dtype=np.float64))
-            )
+            reg = float(user_reg.astype(np.float64) @ user_norms)
+            reg += float(item_reg.astype(np.float64) @ item_norms)
         return all_entries + observed + reg
 
     def _validation_recall(self, X, val):

@@ -18,6 +18,7 @@ from linrec._kernels.als import (
     solve_cg,
     solve_cholesky,
     solve_rows_diagonal,
+    square_sums,
     transpose_order,
     weighted_gram,
 )
@@ -485,6 +486,30 @@ def test_cg_long_rows_in_place_equal_gathered(rng, dtype):
         P = P0.copy()
         solve_cg(*args, P, bounds, 3, 25, status, gather_max=gather_max)
         np.testing.assert_array_equal(P, gathered)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_rows", [0, 3, 9000])
+def test_square_sums_are_the_float64_gram_diagonal_and_row_norms(rng, dtype, n_rows):
+    A = rng.standard_normal((n_rows, 9)).astype(dtype)
+    w = rng.uniform(0.1, 3.0, n_rows)
+    A64 = A.astype(np.float64)
+    before = A.copy()
+    for weights in (None, w):
+        results = []
+        for threads in (1, 2):
+            with numba_threads(threads):
+                results.append(square_sums(A, weights))
+        norms, diagonal = results[0]
+        want = np.einsum("rd,rd,r->d", A64, A64, np.ones(n_rows) if weights is None else w)
+        np.testing.assert_allclose(norms, np.einsum("rd,rd->r", A64, A64), rtol=1e-13)
+        np.testing.assert_allclose(diagonal, want, rtol=1e-13)
+        np.testing.assert_allclose(
+            diagonal, np.diagonal(weighted_gram(A, weights, dtype=np.float64)), rtol=1e-13
+        )
+        for got, again in zip(results[0], results[1]):
+            np.testing.assert_array_equal(got, again)
+    np.testing.assert_array_equal(A, before)
 
 
 @pytest.mark.parametrize("d", [12, 13])
@@ -1093,6 +1118,22 @@ def test_record_objective_false_skips_only_the_objective(rng, solver):
     np.testing.assert_array_equal(skipped.item_factors_, recorded.item_factors_)
     with pytest.raises(TypeError, match="record_objective must be True or False"):
         IALS(record_objective="no").fit(X)
+
+
+@pytest.mark.parametrize("solver", ["cg", "cholesky", "ialspp"])
+def test_record_objective_in_float32_changes_factors_by_rounding_only(rng, solver):
+    # recorded, the half-steps' Gram matrices are summed in float64 (they serve the objective
+    # too); not recorded, in float32
+    X = random_interactions(rng, 300, 200)
+    params = dict(n_factors=16, n_epochs=3, solver=solver, block_size=4, random_state=0)
+    recorded = IALS(**params).fit(X)
+    skipped = IALS(**params, record_objective=False).fit(X)
+    for got, want in (
+        (skipped.user_factors_, recorded.user_factors_),
+        (skipped.item_factors_, recorded.item_factors_),
+    ):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max())
 
 
 def test_final_user_step_solver_is_one_more_half_step_of_the_fit_solver(rng):

@@ -452,6 +452,42 @@ def weighted_gram(A, weights=None, dtype=None):
     return upper + np.triu(upper, 1).T
 
 
+@njit(parallel=True, cache=True)
+def _square_sums(A, weights, weighted, bounds, row_norms, partial):
+    # row_norms[r] = |a_r|^2 and partial[c, a] = sum over range c of w_r a_ra^2, in float64
+    d = A.shape[1]
+    for c in prange(bounds.shape[0] - 1):
+        acc = partial[c]
+        acc[:] = 0
+        for r in range(bounds[c], bounds[c + 1]):
+            w = weights[r] if weighted else 1.0
+            norm = 0.0
+            for a in range(d):
+                v = np.float64(A[r, a])
+                square = v * v
+                norm += square
+                acc[a] += w * square
+            row_norms[r] = norm
+
+
+def square_sums(A, weights=None):
+    """``(|a_r|^2 per row, sum_r w_r a_ra^2 per column)`` of ``A``, summed in float64.
+
+    The second is the diagonal of ``weighted_gram(A, weights, dtype=np.float64)`` at
+    O(n d) instead of O(n d^2). One pass over ``A`` (no float64 copy); row ranges run in
+    parallel on numba's threads, and the result does not depend on the thread count.
+    """
+    A = np.ascontiguousarray(A)
+    n, d = A.shape
+    weighted = weights is not None
+    w = np.ascontiguousarray(weights, dtype=np.float64) if weighted else np.empty(0)
+    bounds = np.linspace(0, n, _GRAM_RANGES + 1).astype(np.int64)
+    row_norms = np.empty(n, dtype=np.float64)
+    partial = np.empty((_GRAM_RANGES, d), dtype=np.float64)
+    _square_sums(A, w, weighted, bounds, row_norms, partial)
+    return row_norms, partial.sum(axis=0)
+
+
 @njit(cache=True)
 def _add_entries(A, b, other, indices, extra, rhs, start, end, limit):
     # A (lower triangle) += sum_i e_i q_i q_i^T and b += sum_i t_i q_i over the row's entries,
