@@ -398,11 +398,16 @@ class IALS(TransformerMixin, BaseRecommender):
     init_std : float, optional
         Standard deviation of the normal initialisation; None uses 0.1 / sqrt(n_factors).
     record_objective : bool, default=True
-        Compute the exact objective after every epoch into ``objective_``. False leaves
-        ``objective_`` empty and saves two float64 Gram matrices an epoch (measured on
-        Gowalla with CG at d = 256: 14% of a 3-epoch fit) and, with CG, the float64 sum of
-        the data term inside the item half-step (on a 10M-interaction matrix at d = 256,
-        0.4-0.5 s of a 4.0-4.5 s epoch). :class:`linrec.spark.SparkIALS` records it always.
+        Compute the objective after every epoch into ``objective_``. The Gram matrices the
+        half-steps need are then summed in float64 (they serve the objective too), and with
+        CG the item half-step also sums the data term from the products it computes anyway.
+        In float64 the value is J summed in float64 from the factors; in float32 it is
+        within about 1e-8 of that sum (3e-10 measured on Gowalla). False leaves
+        ``objective_`` empty and sums the Gram matrices in ``dtype``, which in float32
+        changes the factors by rounding only (in float64 they are the same bits). A 5-epoch
+        Gowalla fit with CG at d = 256 took 5.45 s without it against 5.77 s with it
+        (benchmarks/RESULTS.md, session 28).
+        :class:`linrec.spark.SparkIALS` records it always.
     final_user_step : {"exact", "solver"}, default="exact"
         The user half-step that ends the fit, against the kept item factors. ``"exact"``:
         the exact fold-in, so ``user_factors_`` equals :meth:`transform` of the training
@@ -431,8 +436,8 @@ class IALS(TransformerMixin, BaseRecommender):
         with ``final_user_step="exact"``.
     item_factors_ : ndarray of shape (n_items, n_factors)
     objective_ : list of float
-        Exact value of J (float64, Gram trick, constants included) after every epoch
-        (empty with ``record_objective=False``).
+        Value of J (float64 sums, Gram trick, constants included) after every epoch (empty
+        with ``record_objective=False``); see ``record_objective`` for its accuracy.
     epoch_times_ : list of float
         Wall-clock seconds of every epoch: both half-steps with the Gram matrices they need,
         without the rest of the objective or validation.
@@ -984,7 +989,7 @@ class IALS(TransformerMixin, BaseRecommender):
     def _objective(
         self, user_side, P, Q, item_reg, user_gram, item_gram, eigenbasis, observed=None
     ):
-        """Exact J in float64: C_u p^T G p over all entries plus the observed corrections.
+        """J in float64 sums: C_u p^T G p over all entries plus the observed corrections.
 
         ``user_gram`` is sum_u C_u p_u p_u^T in float64 and ``item_gram`` G, the
         (item-weighted) Gram matrix sum_i g_i q_i q_i^T, in ``Q``'s dtype, both as the factors

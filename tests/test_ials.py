@@ -1121,6 +1121,35 @@ def test_record_objective_false_skips_only_the_objective(rng, solver):
 
 
 @pytest.mark.parametrize("solver", ["cg", "cholesky", "ialspp"])
+def test_float32_objective_is_the_float64_sum_at_the_factors_in_the_fit(rng, solver, monkeypatch):
+    # the objective shares the half-steps' Gram matrices (the users' one turned into the new
+    # basis, the items' one in float32 off its diagonal) and CG's float32 products: J summed
+    # in float64 from the factors as the fit holds them (in its common basis) agrees to 1e-8
+    X = random_interactions(rng, 400, 300)
+    errors = []
+    objective = IALS._objective
+
+    def checked(self, user_side, P, Q, item_reg, *args, **kwargs):
+        got = objective(self, user_side, P, Q, item_reg, *args, **kwargs)
+        indptr, indices, extra, rhs, row_weight, user_reg, _ = user_side
+        P64, Q64 = P.astype(np.float64), Q.astype(np.float64)
+        want = np.sum(row_weight[:, None] * P64 * (P64 @ (Q64.T @ Q64)))
+        for u in range(P.shape[0]):
+            sl = slice(indptr[u], indptr[u + 1])
+            y = Q64[indices[sl]] @ P64[u]
+            want += np.sum(extra[sl] * y**2 - 2 * rhs[sl] * y + rhs[sl])
+        want += user_reg @ np.sum(P64**2, axis=1) + item_reg @ np.sum(Q64**2, axis=1)
+        errors.append(abs(got / want - 1))
+        return got
+
+    monkeypatch.setattr(IALS, "_objective", checked)
+    model = IALS(n_factors=16, n_epochs=3, solver=solver, block_size=4, random_state=0)
+    model.fit(X)
+    assert len(errors) == 3 and model.user_factors_.dtype == np.float32
+    assert max(errors) < 1e-8, errors
+
+
+@pytest.mark.parametrize("solver", ["cg", "cholesky", "ialspp"])
 def test_record_objective_in_float32_changes_factors_by_rounding_only(rng, solver):
     # recorded, the half-steps' Gram matrices are summed in float64 (they serve the objective
     # too); not recorded, in float32

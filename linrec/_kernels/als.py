@@ -267,14 +267,17 @@ def _gram_matvec(G, v, out, scale):
 
 
 @njit(cache=True)
-def _add_sparse_product(Qu, extra, start, n_u, v, out):
+def _add_sparse_product(Qu, extra, start, n_u, v, out, dots):
     # out += sum_k extra[start + k] * Qu[k] (Qu[k] . v): four rows at a time share the loads
-    # of v and one pass over out.
+    # of v and one pass over out. A non-empty dots receives the products Qu[k] . v.
     d = v.shape[0]
+    keep = dots.shape[0] > 0
     k = 0
     while k + 4 <= n_u:
         q0, q1, q2, q3 = Qu[k], Qu[k + 1], Qu[k + 2], Qu[k + 3]
         s0, s1, s2, s3 = _dot4(q0, q1, q2, q3, v, d)
+        if keep:
+            dots[k], dots[k + 1], dots[k + 2], dots[k + 3] = s0, s1, s2, s3
         c0 = extra[start + k] * s0
         c1 = extra[start + k + 1] * s1
         c2 = extra[start + k + 2] * s2
@@ -284,7 +287,10 @@ def _add_sparse_product(Qu, extra, start, n_u, v, out):
         k += 4
     while k < n_u:
         q = Qu[k]
-        c = extra[start + k] * _dot(q, v)
+        dot = _dot(q, v)
+        if keep:
+            dots[k] = dot
+        c = extra[start + k] * dot
         for a in range(d):
             out[a] += c * q[a]
         k += 1
@@ -304,16 +310,19 @@ def _fetch4(other, indices, position, limit):
 
 
 @njit(cache=True)
-def _add_sparse_product_in_place(other, indices, extra, start, n_u, v, out, limit):
+def _add_sparse_product_in_place(other, indices, extra, start, n_u, v, out, limit, dots):
     # _add_sparse_product reading the rows from the table itself (other[indices[start + k]]),
     # with the same arithmetic in the same order, prefetching ahead as the gather does. Kept
     # apart: one function reading the gathered copy through an identity index was 5-10%
     # slower per CG epoch (synthetic 10M, d = 256, three alternating 3-epoch fits).
     d = v.shape[0]
+    keep = dots.shape[0] > 0
     k = 0
     while k + 4 <= n_u:
         q0, q1, q2, q3 = _fetch4(other, indices, start + k, limit)
         s0, s1, s2, s3 = _dot4(q0, q1, q2, q3, v, d)
+        if keep:
+            dots[k], dots[k + 1], dots[k + 2], dots[k + 3] = s0, s1, s2, s3
         c0 = extra[start + k] * s0
         c1 = extra[start + k + 1] * s1
         c2 = extra[start + k + 2] * s2
@@ -324,7 +333,10 @@ def _add_sparse_product_in_place(other, indices, extra, start, n_u, v, out, limi
     while k < n_u:
         prefetch_entry(other, indices, start + k + PREFETCH_AHEAD, limit)
         q = other[indices[start + k]]
-        c = extra[start + k] * _dot(q, v)
+        dot = _dot(q, v)
+        if keep:
+            dots[k] = dot
+        c = extra[start + k] * dot
         for a in range(d):
             out[a] += c * q[a]
         k += 1
@@ -796,8 +808,10 @@ def _solve_cg_rotated(
     # Without warm_start each row starts from zero, so its current value is never read (the
     # caller need not rotate it into the basis).
     # With data_rows (length > 0), each row's share of the objective's data term at the
-    # solved row, sum_i e y^2 - 2 b y + b with y = q_i . x, is written there (float64): a
-    # pass over rows still in cache instead of a later gather of every entry.
+    # solved row, sum_i e y^2 - 2 b y + b with y = q_i . x, is written there (float64). The
+    # scores y need no pass of their own: x is the start plus alpha times each step's
+    # direction, and the passes already compute q_i . x0 and q_i . p, so y is summed from
+    # those (in float64, from products in the factors' dtype).
     d = factors.shape[1]
     want_data = data_rows.shape[0] > 0
     n_chunks = bounds.shape[0] - 1
@@ -808,7 +822,8 @@ def _solve_cg_rotated(
         D = np.empty(d, dtype=factors.dtype)
         D_inv = np.empty(d, dtype=factors.dtype)
         z = np.empty(d, dtype=factors.dtype)
-        x64 = np.empty(d if want_data else 0, dtype=np.float64)
+        scores = np.zeros(max_row if want_data else 0, dtype=np.float64)
+        dots = np.empty(max_row if want_data else 0, dtype=factors.dtype)
         Qu = np.empty((max(min(max_row, gather_max), 1), d), dtype=factors.dtype)
         limit = indptr[bounds[c + 1]]  # prefetching runs ahead into the chunk's next rows
         for u in range(bounds[c], bounds[c + 1]):
@@ -845,7 +860,12 @@ def _solve_cg_rotated(
                     q = other[indices[start + k]]
                 coef = rhs[start + k]
                 if warm_start:
-                    coef -= extra[start + k] * _dot(q, x)
+                    dot = _dot(q, x)
+                    coef -= extra[start + k] * dot
+                    if want_data:
+                        scores[k] = dot
+                elif want_data:
+                    scores[k] = 0.0
                 for a in range(d):
                     r[a] += coef * q[a]
             # z = D^-1 r lives in p until the first step; rr is r . z
@@ -858,9 +878,11 @@ def _solve_cg_rotated(
                 for a in range(d):
                     Ap[a] = D[a] * p[a]
                 if gathered:
-                    _add_sparse_product(Qu, extra, start, n_u, p, Ap)
+                    _add_sparse_product(Qu, extra, start, n_u, p, Ap, dots)
                 else:
-                    _add_sparse_product_in_place(other, indices, extra, start, n_u, p, Ap, end)
+                    _add_sparse_product_in_place(
+                        other, indices, extra, start, n_u, p, Ap, end, dots
+                    )
                 pAp = _dot(p, Ap)
                 if not pAp > 0:
                     status[u] = 1
@@ -869,6 +891,9 @@ def _solve_cg_rotated(
                 for a in range(d):
                     x[a] += alpha * p[a]
                     r[a] -= alpha * Ap[a]
+                if want_data:
+                    for k in range(n_u):
+                        scores[k] += np.float64(alpha) * np.float64(dots[k])
                 for a in range(d):
                     z[a] = D_inv[a] * r[a]
                 rr_new = _dot(r, z)
@@ -877,9 +902,10 @@ def _solve_cg_rotated(
                     p[a] = z[a] + beta * p[a]
                 rr = rr_new
             if want_data:
-                data_rows[u] = _row_data_term(
-                    other, indices, extra, rhs, start, n_u, x, x64, Qu, gathered, end
-                )
+                acc = 0.0
+                for k in range(n_u):
+                    acc += _entry_term(extra[start + k], rhs[start + k], scores[k])
+                data_rows[u] = acc
 
 
 def solve_cg(
@@ -1013,7 +1039,8 @@ def solve_rows_diagonal(
     ``gather_max``, ``cg_precondition`` and ``cg_warm_start`` (without it, ``factors`` is
     only written).
     ``data_rows`` (CG only; float64, one per row) receives each row's share of the data term
-    at the solved rows (see :func:`data_term`, whose sum it equals).
+    at the solved rows (see :func:`data_term`, whose sum it equals in float64; in float32 the
+    scores come from CG's float32 products, measured within 3e-10 of J on Gowalla).
     "ialspp" runs ``block_sweeps`` sweeps of blocks of ``block_size`` eigen-coordinates from
     the current rows; rows with at most ``block_exact_max_entries`` entries are solved exactly
     instead (default :func:`block_exact_max_entries_for`, where that is not dearer).
@@ -1345,38 +1372,6 @@ def _entry_term(extra, rhs, y):
     e = np.float64(extra)
     b = np.float64(rhs)
     return e * y * y - 2.0 * b * y + b
-
-
-@njit(cache=True)
-def _row_data_term(other, indices, extra, rhs, start, n_u, x, x64, Qu, gathered, limit):
-    # sum over the row's entries of e y^2 - 2 b y + b, y = q_k . x in float64, reading q_k from
-    # Qu[k] when gathered, else from other[indices[start + k]]; x converted once per row, and
-    # four entries at a time (8M entries at d = 256: 0.5 s per epoch one at a time).
-    for a in range(x.shape[0]):
-        x64[a] = x[a]
-    acc = 0.0
-    k = 0
-    while k + 4 <= n_u:
-        if gathered:
-            q0, q1, q2, q3 = Qu[k], Qu[k + 1], Qu[k + 2], Qu[k + 3]
-        else:
-            q0, q1, q2, q3 = _fetch4(other, indices, start + k, limit)
-        # x64 is float64, so _dot4 sums in float64
-        y0, y1, y2, y3 = _dot4(q0, q1, q2, q3, x64, x64.shape[0])
-        acc += _entry_term(extra[start + k], rhs[start + k], y0)
-        acc += _entry_term(extra[start + k + 1], rhs[start + k + 1], y1)
-        acc += _entry_term(extra[start + k + 2], rhs[start + k + 2], y2)
-        acc += _entry_term(extra[start + k + 3], rhs[start + k + 3], y3)
-        k += 4
-    while k < n_u:
-        if gathered:
-            q = Qu[k]
-        else:
-            prefetch_entry(other, indices, start + k + PREFETCH_AHEAD, limit)
-            q = other[indices[start + k]]
-        acc += _entry_term(extra[start + k], rhs[start + k], _dot_float64(q, x64))
-        k += 1
-    return acc
 
 
 @njit(parallel=True, cache=True)
