@@ -398,15 +398,13 @@ class IALS(TransformerMixin, BaseRecommender):
     init_std : float, optional
         Standard deviation of the normal initialisation; None uses 0.1 / sqrt(n_factors).
     record_objective : bool, default=True
-        Compute the objective after every epoch into ``objective_``. The Gram matrices the
-        half-steps need are then summed in float64 (they serve the objective too), and with
-        CG the item half-step also sums the data term from the products it computes anyway.
-        In float64 the value is J summed in float64 from the factors; in float32 it is
-        within about 1e-8 of that sum (3e-10 measured on Gowalla). False leaves
-        ``objective_`` empty and sums the Gram matrices in ``dtype``, which in float32
-        changes the factors by rounding only (in float64 they are the same bits). A 5-epoch
-        Gowalla fit with CG at d = 256 took 5.45 s without it against 5.77 s with it
-        (benchmarks/RESULTS.md, session 28).
+        Compute the objective after every epoch into ``objective_``. It reuses the Gram
+        matrices of the half-steps, and with CG the item half-step sums the data term from
+        the products it computes anyway; the factors are the same bits either way. In
+        float64 the value is J summed in float64 from the factors; in float32 it is within
+        about 1e-8 of that sum (measured on Gowalla: at most 2.7e-9). False leaves
+        ``objective_`` empty; a 5-epoch Gowalla fit with CG at d = 256 took 5.46 s without
+        it and 5.43 s with it (benchmarks/RESULTS.md, session 28).
         :class:`linrec.spark.SparkIALS` records it always.
     final_user_step : {"exact", "solver"}, default="exact"
         The user half-step that ends the fit, against the kept item factors. ``"exact"``:
@@ -792,8 +790,8 @@ class IALS(TransformerMixin, BaseRecommender):
         # With the objective recorded, the Gram matrices the half-steps need serve it too (the
         # objective's own two float64 ones took 0.17 s an epoch on Gowalla at d = 256, where
         # the epoch took 0.82 s): the item factors' one is summed at the end of an epoch, for
-        # the next user half-step, and the item half-step sums the users' one in float64 and
-        # hands it back.
+        # the next user half-step, and the item half-step hands back the users' one turned
+        # into the new basis. The half-steps see the same matrices either way.
         item_gram = None
 
         self.objective_ = []
@@ -828,9 +826,7 @@ class IALS(TransformerMixin, BaseRecommender):
             if record:
                 observed = None if data is None else float(data.sum())
                 self.objective_.append(
-                    self._objective(
-                        user_side, P, Q, item_reg, user_gram, item_gram, basis is not None, observed
-                    )
+                    self._objective(user_side, P, Q, item_reg, user_gram, item_gram, observed)
                 )
                 message += f": objective {self.objective_[-1]:.6g}"
             # validation scores P Q^T are the same in the common basis
@@ -905,8 +901,8 @@ class IALS(TransformerMixin, BaseRecommender):
         (CG in the common basis only) receives each row's share of the objective's data term.
 
         ``gram``, when the caller has it, is that Gram matrix of ``other`` as it is now, in
-        ``F``'s dtype; it is summed here otherwise. With ``keep_gram`` it is summed in float64
-        and returned in the basis ``other`` ends in (else None is returned).
+        ``F``'s dtype; it is summed here otherwise. With ``keep_gram`` and ``basis`` it is
+        returned in float64, turned into the eigenbasis ``other`` ends in (else None).
         """
         *terms, bounds = side  # indptr, indices, extra, rhs, row weights, regularisation
         indptr = terms[0]
@@ -919,18 +915,15 @@ class IALS(TransformerMixin, BaseRecommender):
         # 41k rows on two threads. The d x d eigendecomposition's BLAS stays capped at one.
         with numba_threads(self.n_jobs):
             if gram is None:
-                gram = weighted_gram(other, gram_weight, dtype=np.float64 if keep_gram else None)
-            kept = gram if keep_gram else None
+                gram = weighted_gram(other, gram_weight)
             gram = np.ascontiguousarray(gram, dtype=F.dtype)
+            kept = None
             if basis is not None and not exact:
                 eigenvalues, U, _ = gram_eigenbasis(gram, F.dtype)
                 rotate_rows(other, U, out=other)
                 if keep_gram:
-                    # the Gram matrix of the rotated rows from the rotation they were given:
-                    # their rounding to F's dtype is independent errors in n d entries, which
-                    # move a sum over all of them by about eps / sqrt(n d) of itself
                     U64 = U.astype(np.float64)
-                    kept = U64.T @ kept @ U64
+                    kept = U64.T @ gram.astype(np.float64) @ U64
                 # a warm-started CG reads the current rows; the exact solve and a CG from zero
                 # only write them
                 if (solver == "cg" and self.cg_warm_start) or solver == "ialspp":
@@ -986,35 +979,35 @@ class IALS(TransformerMixin, BaseRecommender):
             )
         return kept
 
-    def _objective(
-        self, user_side, P, Q, item_reg, user_gram, item_gram, eigenbasis, observed=None
-    ):
+    def _objective(self, user_side, P, Q, item_reg, user_gram, item_gram, observed=None):
         """J in float64 sums: C_u p^T G p over all entries plus the observed corrections.
 
-        ``user_gram`` is sum_u C_u p_u p_u^T in float64 and ``item_gram`` G, the
-        (item-weighted) Gram matrix sum_i g_i q_i q_i^T, in ``Q``'s dtype, both as the factors
-        are now. ``eigenbasis``: the factors are in the eigenbasis of the item half-step, so
-        ``user_gram`` is diagonal up to rounding. ``observed``, the data term at (P, Q) when
-        the solver already summed it, saves a pass over the entries.
+        ``user_gram``, sum_u C_u p_u p_u^T, and ``item_gram``, G = sum_i g_i q_i q_i^T, are the
+        half-steps' Gram matrices of the factors as they are now (``user_gram`` None when the
+        factors are not in the eigenbasis of the item half-step). ``observed``, the data term
+        at (P, Q) when the solver already summed it, saves a pass over the entries.
         """
-        indptr, indices, extra, rhs, _, user_reg, bounds = user_side
+        indptr, indices, extra, rhs, row_weight, user_reg, bounds = user_side
         # Every BLAS call here runs capped at one thread (see _half_step): a threaded one,
         # even the dot products of the penalty, left OpenBLAS's workers spinning into the
         # next epoch, measured 1.6x slower (Gowalla, d = 64, CG).
         with numba_threads(self.n_jobs):
-            user_norms, _ = square_sums(P)
+            user_norms, user_diagonal = square_sums(P, row_weight)
             item_norms, item_diagonal = square_sums(Q, self._gram_item_weights())
             # sum_u C_u p_u^T G p_u = <G, sum_u C_u p_u p_u^T>. In the eigenbasis the users'
-            # Gram matrix is diagonal but for rounding-sized entries: its diagonal meets G's,
-            # summed in float64, and its off-diagonal entries need G's only to G's dtype
-            # (error about eps^2 d^2 of the sum). Elsewhere G is summed again in float64.
-            if eigenbasis or item_gram.dtype == np.float64:
-                off_diagonal = item_gram.astype(np.float64)
+            # Gram matrix is diagonal but for rounding-sized entries, so the sum is the two
+            # diagonals, summed in float64 from the factors as they are, plus a correction
+            # that the half-steps' matrices give closely enough (measured on Gowalla, it is
+            # 1e-9 of the term; float32 matrices move it by less than that again). Elsewhere
+            # both matrices are summed again in float64.
+            if user_gram is not None:
+                all_entries = float(item_diagonal @ user_diagonal)
+                off_diagonal = user_gram * item_gram
                 np.fill_diagonal(off_diagonal, 0.0)
-                all_entries = float(item_diagonal @ np.diagonal(user_gram))
-                all_entries += float(np.sum(off_diagonal * user_gram))
+                all_entries += float(off_diagonal.sum())
             else:
                 gram = weighted_gram(Q, self._gram_item_weights(), dtype=np.float64)
+                user_gram = weighted_gram(P, row_weight, dtype=np.float64)
                 all_entries = float(np.sum(gram * user_gram))
             if observed is None:
                 observed = data_term(indptr, indices, extra, rhs, P, Q, bounds)

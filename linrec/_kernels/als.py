@@ -1040,7 +1040,7 @@ def solve_rows_diagonal(
     only written).
     ``data_rows`` (CG only; float64, one per row) receives each row's share of the data term
     at the solved rows (see :func:`data_term`, whose sum it equals in float64; in float32 the
-    scores come from CG's float32 products, measured within 3e-10 of J on Gowalla).
+    scores come from CG's float32 products, measured within 5e-10 of J on Gowalla).
     "ialspp" runs ``block_sweeps`` sweeps of blocks of ``block_size`` eigen-coordinates from
     the current rows; rows with at most ``block_exact_max_entries`` entries are solved exactly
     instead (default :func:`block_exact_max_entries_for`, where that is not dearer).
