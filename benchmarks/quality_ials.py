@@ -37,6 +37,12 @@ def main(argv=None):
     ap.add_argument("--unobserved-weight", type=float, default=0.003)
     ap.add_argument("--regularization", type=float, default=0.01)
     ap.add_argument("--reg-exponent", type=float, default=1.0)
+    ap.add_argument(
+        "--reg-frequency-offset",
+        type=float,
+        default=None,
+        help="offset in (n + offset * n_other)^nu (default: the unobserved weight)",
+    )
     ap.add_argument("--item-weight-exponent", type=float, default=0.0)
     ap.add_argument("--item-weight-normalization", default="mean_count")
     ap.add_argument("--solver", default="cg")
@@ -70,6 +76,7 @@ def main(argv=None):
         unobserved_weight=args.unobserved_weight,
         regularization=args.regularization,
         reg_exponent=args.reg_exponent,
+        reg_frequency_offset=args.reg_frequency_offset,
         item_weight_exponent=args.item_weight_exponent,
         item_weight_normalization=args.item_weight_normalization,
         solver=args.solver,
@@ -99,6 +106,7 @@ def main(argv=None):
     print(
         f"| {Path(args.data).name} | {args.factors} | {args.objective} | "
         f"{args.unobserved_weight} | {args.regularization} | {args.reg_exponent} | "
+        f"{args.reg_frequency_offset} | "
         f"{args.item_weight_exponent} | {args.item_weight_normalization} | {args.solver} | "
         f"{args.holdout} | {epochs} | {val_res.mean('recall', 20):.4f} | "
         f"{val_res.mean('ndcg', 20):.4f} | {res.mean('recall', 20):.4f} | "

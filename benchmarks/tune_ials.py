@@ -98,6 +98,13 @@ def main(argv=None):
         default=["mean_count"],
         help="mean_count: (n_i / mean n)^beta; unit_mean: n_i^beta / mean n^beta",
     )
+    ap.add_argument(
+        "--reg-frequency-offset",
+        type=float,
+        nargs="+",
+        default=[None],
+        help="offset in (n + offset * n_other)^nu (default: the unobserved weight)",
+    )
     ap.add_argument("--solver", nargs="+", default=["cg"])
     ap.add_argument("--cg-steps", type=int, default=3)
     ap.add_argument(
@@ -136,16 +143,17 @@ def main(argv=None):
         flush=True,
     )
     print(
-        "| objective | d | w | lam | nu | alpha | K | beta | g norm | solver | init std | seed | "
-        "best epoch | val Recall@20 | last-epoch Recall@20 | s/epoch |"
+        "| objective | d | w | lam | nu | offset | alpha | K | beta | g norm | solver | init std "
+        "| seed | best epoch | val Recall@20 | last-epoch Recall@20 | s/epoch |"
     )
-    print("|---" * 16 + "|", flush=True)
+    print("|---" * 17 + "|", flush=True)
     grid = itertools.product(
         args.objective,
         args.factors,
         args.unobserved_weight,
         args.regularization,
         args.reg_exponent,
+        args.reg_frequency_offset,
         args.confidence_scale,
         args.prior_inflation,
         args.item_weight_exponent,
@@ -156,12 +164,12 @@ def main(argv=None):
     )
     rows = []
     seen_unweighted = set()
-    for obj, d, w, lam, nu, alpha, K, beta, norm, solver, init_std, seed in grid:
+    for obj, d, w, lam, nu, offset, alpha, K, beta, norm, solver, init_std, seed in grid:
         if obj != "hu" and alpha != 0:
             continue
         if beta == 0:
             # beta = 0 is the same model under every normalisation: run it once
-            key = (obj, d, w, lam, nu, alpha, K, solver, init_std, seed)
+            key = (obj, d, w, lam, nu, offset, alpha, K, solver, init_std, seed)
             if key in seen_unweighted:
                 continue
             seen_unweighted.add(key)
@@ -173,6 +181,7 @@ def main(argv=None):
             unobserved_weight=w,
             regularization=lam,
             reg_exponent=nu,
+            reg_frequency_offset=offset,
             confidence_scale=alpha,
             prior_inflation=K,
             item_weight_exponent=beta,
@@ -190,6 +199,7 @@ def main(argv=None):
             unobserved_weight=w,
             regularization=lam,
             reg_exponent=nu,
+            reg_frequency_offset=offset,
             confidence_scale=alpha if obj == "hu" else 0.0,
             prior_inflation=K,
             item_weight_exponent=beta,
@@ -203,7 +213,8 @@ def main(argv=None):
             n_jobs=args.threads,
         )
         label = (
-            f"| {obj} | {d} | {w} | {lam} | {nu} | {alpha} | {K} | {beta} | {norm} | {solver} "
+            f"| {obj} | {d} | {w} | {lam} | {nu} | {offset} | {alpha} | {K} | {beta} | {norm} "
+            f"| {solver} "
             f"| {init_std} | {seed} |"
         )
         try:
