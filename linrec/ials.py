@@ -782,11 +782,11 @@ class IALS(TransformerMixin, BaseRecommender):
         # factor matrix with a d x d matrix per epoch instead of 6). W is kept in float64;
         # the factors are turned back before anything outside the loop sees them.
         basis = np.eye(d) if self._eigen_solver() else None
+        record = self.record_objective
         # CG's item half-step leaves each item's share of the objective's data term here
         # (not summed at all when the objective is not recorded)
-        data = np.empty(n_items) if self.solver == "cg" and self.record_objective else None
+        data = np.empty(n_items) if self.solver == "cg" and record else None
 
-        record = self.record_objective
         # With the objective recorded, the Gram matrices the half-steps need serve it too (the
         # objective's own two float64 ones took 0.17 s an epoch on Gowalla at d = 256, where
         # the epoch took 0.82 s): the item factors' one is summed at the end of an epoch, for

@@ -822,7 +822,7 @@ def _solve_cg_rotated(
         D = np.empty(d, dtype=factors.dtype)
         D_inv = np.empty(d, dtype=factors.dtype)
         z = np.empty(d, dtype=factors.dtype)
-        scores = np.zeros(max_row if want_data else 0, dtype=np.float64)
+        scores = np.empty(max_row if want_data else 0, dtype=np.float64)
         dots = np.empty(max_row if want_data else 0, dtype=factors.dtype)
         Qu = np.empty((max(min(max_row, gather_max), 1), d), dtype=factors.dtype)
         limit = indptr[bounds[c + 1]]  # prefetching runs ahead into the chunk's next rows
