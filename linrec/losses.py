@@ -14,7 +14,8 @@ softmax-type losses divide them by the temperature t (s = y / t).
 
 Losses (name: per-pair value [hyper-parameters]):
 
-- ``bpr``: sum_j softplus(y_j - y+)  [N]
+- ``bpr``: sum_j softplus(y_j - y+)  [N], or the same sum over the H highest-scoring of the
+  N negatives only  [N, H] (dynamic negative sampling)
 - ``infonce`` (alias ``softmax``): -s+ + log(e^{s+} + sum_j e^{s_j})  [N, t]
 - ``debiased_infonce``: -s+ + log(e^{s+} + N g),
   g = max((mean_j e^{s_j} - tau mean_k e^{s_k}) / (1 - tau), e^{-1/t})  [N, M, t, K]
@@ -29,7 +30,7 @@ Losses (name: per-pair value [hyper-parameters]):
 - ``debiased_mse_pu``: tau (1 - y+)^2 + w [mean_j y_j^2 - tau mean_k y_k^2]  [N, M, w, K]
 
 (N negatives, M extra positives, t temperature, w negative weight, m margin, lam balance,
-eps normaliser weight of the positive, K prior inflation.)
+eps normaliser weight of the positive, K prior inflation, H hard negatives.)
 
 Notes on the choices made here:
 
@@ -45,6 +46,10 @@ Notes on the choices made here:
 - InfoNCE+ with eps = 0 is the decoupled contrastive loss; eps = 1, lam = 1 is InfoNCE.
 - BPR is the sum over the N negatives (N = 1 gives classic BPR). Bounds used as tests:
   (1/N) BPR <= InfoNCE <= BPR (at t = 1) and MINE + log N <= InfoNCE.
+- BPR with ``hard_negatives`` H < N keeps only the H negatives the model scores highest
+  (Zhang et al.'s dynamic negative sampling, DNS: draw N candidates, train on the hardest).
+  The choice is made anew at every step from the current scores; the gradient flows through
+  the chosen ones only (the loss is piecewise smooth, with kinks where two scores tie).
 
 References
 ----------
@@ -52,6 +57,8 @@ R. Jin, D. Li. (Debiased) Contrastive Learning Loss for Recommendation. arXiv 23
 D. Li, R. Jin, B. Ren. Revisiting Recommendation Loss Functions through Contrastive Learning.
 arXiv 2312.08520, 2023.
 C.-Y. Chuang et al. Debiased Contrastive Learning. NeurIPS 2020.
+W. Zhang, T. Chen, J. Wang, Y. Yu. Optimizing Top-N Collaborative Filtering via Dynamic
+Negative Item Sampling. SIGIR 2013.
 K. Mao et al. SimpleX: A Simple and Strong Baseline for Collaborative Filtering. CIKM 2021.
 """
 
@@ -83,6 +90,9 @@ def _relu(x):
 
 
 def _bpr(pos, neg, extra, tau, p):
+    n_hard = p["hard_negatives"]
+    if 0 < n_hard < neg.size:
+        neg = np.sort(neg)[::-1][:n_hard]
     return float(np.sum(_softplus(neg - pos)))
 
 
@@ -173,17 +183,26 @@ class LossSpec:
     reference: Callable
 
 
-_T, _W, _M, _LAM, _EPS = (
+_T, _W, _M, _LAM, _EPS, _HARD = (
     "temperature",
     "negative_weight",
     "margin",
     "balance",
     "normalizer_positive_weight",
+    "hard_negatives",
 )
 _PRIOR = ("n_extra_positives", "prior_inflation", "class_prior")
 
 _SPECS = [
-    LossSpec("bpr", 0, "sum_j softplus(y_j - y+)", ("n_negatives",), False, "dot", _bpr),
+    LossSpec(
+        "bpr",
+        0,
+        "sum_j softplus(y_j - y+), over the H highest y_j if H is given",
+        ("n_negatives", _HARD),
+        False,
+        "dot",
+        _bpr,
+    ),
     LossSpec(
         "infonce",
         1,
@@ -264,7 +283,7 @@ _SPECS = [
 LOSSES: dict[str, LossSpec] = {spec.name: spec for spec in _SPECS}
 LOSSES["softmax"] = LOSSES["infonce"]
 
-_DEFAULT_PARAMS = {_T: 1.0, _W: 1.0, _M: 0.0, _LAM: 1.0, _EPS: 0.0}
+_DEFAULT_PARAMS = {_T: 1.0, _W: 1.0, _M: 0.0, _LAM: 1.0, _EPS: 0.0, _HARD: 0}
 
 
 def get_loss(name: str) -> LossSpec:
@@ -297,7 +316,8 @@ def loss_value(name, pos, neg, extra=None, tau=0.0, **params) -> float:
         The user's class prior tau_u.
     **params
         ``temperature``, ``negative_weight``, ``margin``, ``balance``,
-        ``normalizer_positive_weight`` (defaults 1, 1, 0, 1, 0).
+        ``normalizer_positive_weight``, ``hard_negatives`` (defaults 1, 1, 0, 1, 0, 0; a
+        ``hard_negatives`` of 0 keeps all the negatives).
 
     Examples
     --------
@@ -305,6 +325,8 @@ def loss_value(name, pos, neg, extra=None, tau=0.0, **params) -> float:
     0.693147
     >>> round(loss_value("infonce", 0.0, [0.0, 0.0]), 6)
     1.098612
+    >>> round(loss_value("bpr", 0.0, [-30.0, 0.0], hard_negatives=1), 6)
+    0.693147
     """
     spec = get_loss(name)
     unknown = set(params) - set(_DEFAULT_PARAMS)

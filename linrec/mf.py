@@ -64,6 +64,13 @@ class MF(BaseRecommender):
     negative_sampler : {"uniform", "popularity"}, default="uniform"
         Uniform over all items with replacement, or proportional to item popularity
         (an item's number of training interactions).
+    hard_negatives : int, optional
+        BPR only: each pair's loss keeps the ``hard_negatives`` negatives the model scores
+        highest among its N sampled ones, at the current step (dynamic negative sampling,
+        Zhang et al. 2013); N is then the candidate pool. None keeps all N. With
+        ``negative_sharing="batch"`` each pair still picks its own hardest from the batch's
+        pool. The candidates are not checked against the user's positives (as for every
+        loss here); with a pool much smaller than the catalogue they are rarely among them.
     negative_sharing : {"batch", "pair"}, default="batch"
         "pair" draws N fresh negatives for every positive pair; "batch" draws N negatives per
         minibatch and scores every pair of the batch against them. Each pair sees N
@@ -176,6 +183,8 @@ class MF(BaseRecommender):
     ----------
     R. Jin, D. Li. (Debiased) Contrastive Learning Loss for Recommendation. arXiv 2312.08517.
     K. Mao et al. SimpleX: A Simple and Strong Baseline for Collaborative Filtering. CIKM 2021.
+    W. Zhang et al. Optimizing Top-N Collaborative Filtering via Dynamic Negative Item
+    Sampling. SIGIR 2013.
 
     Examples
     --------
@@ -200,6 +209,7 @@ class MF(BaseRecommender):
         score_function: str = "auto",
         n_negatives: int | None = None,
         negative_sampler: str = "uniform",
+        hard_negatives: int | None = None,
         negative_sharing: str = "batch",
         temperature: float = 0.1,
         negative_weight: float = 1.0,
@@ -231,6 +241,7 @@ class MF(BaseRecommender):
         self.score_function = score_function
         self.n_negatives = n_negatives
         self.negative_sampler = negative_sampler
+        self.hard_negatives = hard_negatives
         self.negative_sharing = negative_sharing
         self.temperature = temperature
         self.negative_weight = negative_weight
@@ -273,6 +284,18 @@ class MF(BaseRecommender):
             n_neg = _DEFAULT_NEGATIVES.get(spec.name, _DEFAULT_NEGATIVES_OTHER)
         n_neg = _check_int(n_neg, "n_negatives", 1)
         n_extra = _check_int(self.n_extra_positives, "n_extra_positives", 1)
+        n_hard = 0
+        if self.hard_negatives is not None:
+            if spec.name != "bpr":
+                raise ValueError(
+                    f"hard_negatives applies to the bpr loss only, not to {spec.name!r}"
+                )
+            n_hard = _check_int(self.hard_negatives, "hard_negatives", 1)
+            if n_hard > n_neg:
+                raise ValueError(
+                    f"hard_negatives ({n_hard}) must not exceed n_negatives ({n_neg}), the "
+                    "pool it is chosen from"
+                )
         if self.negative_sampler not in _SAMPLERS:
             raise ValueError(
                 f"negative_sampler must be one of {sorted(_SAMPLERS)}, got "
@@ -317,6 +340,7 @@ class MF(BaseRecommender):
                     "normalizer_positive_weight",
                     allow_zero=True,
                 ),
+                n_hard,
             ],
             dtype=np.float64,
         )

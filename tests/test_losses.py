@@ -26,6 +26,7 @@ def _param_array(p):
             p["margin"],
             p["balance"],
             p["normalizer_positive_weight"],
+            p.get("hard_negatives", 0),
         ],
         dtype=np.float64,
     )
@@ -70,6 +71,36 @@ def test_score_gradient_matches_finite_differences(name, rng):
         assert np.linalg.norm(g - fd) <= 1e-6 * max(np.linalg.norm(fd), 1e-12)
 
 
+@pytest.mark.parametrize("n_hard", [1, 3, 7])
+def test_bpr_hard_negatives_match_reference_and_finite_differences(n_hard, rng):
+    # the kernel's choice of the n_hard highest scores, its value and its gradient (zero on
+    # the negatives left out); n_hard = 7 = N keeps them all
+    n_neg, h = 7, 1e-6
+    p = dict(PARAMS, hard_negatives=n_hard)
+    for _ in range(20):
+        pos, neg = rng.uniform(-2, 2), rng.uniform(-2, 2, n_neg)
+        got, g = _kernel_loss("bpr", pos, neg, np.zeros(0), 0.0, p)
+        np.testing.assert_allclose(got, loss_value("bpr", pos, neg, **p), rtol=1e-12)
+        kept = np.argsort(-neg)[:n_hard]
+        assert np.all(g[1:][np.setdiff1d(np.arange(n_neg), kept)] == 0.0)
+        assert np.all(g[1:][kept] > 0.0)
+        y = np.concatenate(([pos], neg))
+        fd = np.empty_like(y)
+        for a in range(y.size):
+            yp, ym = y.copy(), y.copy()
+            yp[a] += h
+            ym[a] -= h
+            fd[a] = (
+                loss_value("bpr", yp[0], yp[1:], **p) - loss_value("bpr", ym[0], ym[1:], **p)
+            ) / (2 * h)
+        assert np.linalg.norm(g - fd) <= 1e-6 * np.linalg.norm(fd)
+    # fewer hard negatives, a smaller loss: the sum keeps only the largest terms
+    pos, neg = 0.1, rng.uniform(-2, 2, n_neg)
+    values = [loss_value("bpr", pos, neg, hard_negatives=k) for k in range(1, n_neg + 1)]
+    assert np.all(np.diff(values) > 0)
+    assert values[-1] == pytest.approx(loss_value("bpr", pos, neg))
+
+
 def _random_problem(rng, n_users=4, n_items=9, d=5, n_pairs=6, n_extra=3, n_neg=5):
     W = rng.normal(0, 0.5, (n_users + n_items, d))
     users = rng.integers(0, n_users, n_pairs)
@@ -98,6 +129,12 @@ def test_embedding_gradient(name, cosine, share, dropout, rng):
     _check_embedding_gradient(name, cosine, share, dropout, rng, n_neg=5)
 
 
+@pytest.mark.parametrize("share", [False, True], ids=["pair", "shared"])
+@pytest.mark.parametrize("cosine", [False, True], ids=["dot", "cosine"])
+def test_embedding_gradient_bpr_hard_negatives(cosine, share, rng):
+    _check_embedding_gradient("bpr", cosine, share, False, rng, n_neg=9, hard_negatives=2)
+
+
 @pytest.mark.parametrize("name", ["infonce", "mse"])
 def test_embedding_gradient_many_shared_negatives(name, rng):
     # the block's matrix products in full 4 x 16 register tiles and in their edges: 6 pairs,
@@ -105,7 +142,7 @@ def test_embedding_gradient_many_shared_negatives(name, rng):
     _check_embedding_gradient(name, True, True, False, rng, n_neg=600, d=20)
 
 
-def _check_embedding_gradient(name, cosine, share, dropout, rng, n_neg, d=5):
+def _check_embedding_gradient(name, cosine, share, dropout, rng, n_neg, d=5, **extra_params):
     n_users, n_extra = 4, 3
     W, users, targets, tau = _random_problem(rng, n_users=n_users, n_neg=n_neg, d=d)
     # a random mask per pair, 0 or 1 / (1 - rate) with rate 0.3
@@ -114,7 +151,7 @@ def _check_embedding_gradient(name, cosine, share, dropout, rng, n_neg, d=5):
         targets[:, 1 + n_extra :] = targets[0, 1 + n_extra :]
     spec = get_loss(name)
     # a high margin leaves most CCL negatives inactive (the kernel's sparse path)
-    params = dict(PARAMS, margin=(0.6 if share else 0.1) if cosine else 0.2)
+    params = dict(PARAMS, margin=(0.6 if share else 0.1) if cosine else 0.2, **extra_params)
     parr = _param_array(params)
 
     def total(Wx):

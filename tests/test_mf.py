@@ -111,6 +111,23 @@ def test_every_loss_beats_popularity(loss, data):
     assert len(model.epoch_times_) == 25
 
 
+@pytest.mark.parametrize("sharing", ["batch", "pair"])
+def test_bpr_with_hard_negatives_learns(sharing, data):
+    train, held = data
+    model = _model("bpr", hard_negatives=2, negative_sharing=sharing).fit(
+        train, validation_data=held
+    )
+    assert model.validation_scores_[-1] > 1.3 * popularity_recall(train, held)
+    assert model.loss_[-1] < model.loss_[0]
+    # the pool of 32 is not used whole: the fit differs from plain BPR over the 32
+    plain = _model("bpr", negative_sharing=sharing, n_epochs=2).fit(train)
+    hard = _model("bpr", hard_negatives=2, negative_sharing=sharing, n_epochs=2).fit(train)
+    assert not np.array_equal(plain.item_factors_, hard.item_factors_)
+    # hard_negatives = N keeps every negative: plain BPR to the last bit
+    whole = _model("bpr", hard_negatives=32, negative_sharing=sharing, n_epochs=2).fit(train)
+    np.testing.assert_array_equal(plain.item_factors_, whole.item_factors_)
+
+
 def test_validation_recall_matches_recommend(data):
     train, held = data
     model = _model("infonce", n_epochs=3).fit(train)
@@ -423,6 +440,9 @@ def test_class_prior_array_and_bad_parameters(data):
         ({"user_dropout": -0.1}, "user_dropout"),
         ({"class_prior": np.ones(3) * 0.1}, "class_prior"),
         ({"class_prior": np.ones(train.shape[0])}, r"\[0, 1\)"),
+        ({"hard_negatives": 2}, "bpr loss only"),
+        ({"loss": "bpr", "n_negatives": 4, "hard_negatives": 5}, "must not exceed n_negatives"),
+        ({"loss": "bpr", "n_negatives": 4, "hard_negatives": 0}, "hard_negatives"),
     ]:
         params = {"n_epochs": 1, **bad}
         loss = params.pop("loss", "debiased_infonce")

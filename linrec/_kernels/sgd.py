@@ -41,7 +41,7 @@ BPR, INFONCE, DEBIASED_INFONCE, MINE, MINE_PLUS, INFONCE_PLUS = 0, 1, 2, 3, 4, 5
 CCL, DEBIASED_CCL, MSE, DEBIASED_MSE, DEBIASED_MSE_PU = 6, 7, 8, 9, 10
 
 # Indices into the float64 ``params`` array.
-P_TEMPERATURE, P_NEG_WEIGHT, P_MARGIN, P_BALANCE, P_EPS = 0, 1, 2, 3, 4
+P_TEMPERATURE, P_NEG_WEIGHT, P_MARGIN, P_BALANCE, P_EPS, P_HARD = 0, 1, 2, 3, 4, 5
 
 ADAM, ADAGRAD, SGD, DENSE_ADAM = 0, 1, 2, 3
 UNIFORM, POPULARITY = 0, 1
@@ -243,6 +243,14 @@ def loss_grad(code, y, n_extra, n_neg, tau, params, g):
     return _loss_grad(code, y, n_extra, n_neg, tau, params, g, np.empty(y.shape[0]))
 
 
+@njit(inline="always", fastmath=_FASTMATH)
+def _softplus_sigmoid(x):
+    """softplus(x) = log(1 + e^x) and its derivative sigmoid(x), without overflow."""
+    ex = np.exp(-abs(x))
+    sig = 1.0 / (1.0 + ex) if x >= 0 else ex / (1.0 + ex)
+    return max(x, 0.0) + np.log1p(ex), sig
+
+
 @njit(cache=True, fastmath=_FASTMATH)
 def _loss_grad(code, y, n_extra, n_neg, tau, params, g, bits):
     """:func:`loss_grad` with ``bits`` (length of ``y``) as scratch of the exp, whose dtype
@@ -271,15 +279,33 @@ def _loss_grad(code, y, n_extra, n_neg, tau, params, g, bits):
     y0 = y[0]
     loss = 0.0
     if code == BPR:
+        n_hard = int(params[P_HARD])
         gpos = 0.0
-        for j in range(n_neg):
-            x = yn[j] - y0
-            ax = abs(x)
-            loss += max(x, 0.0) + np.log1p(np.exp(-ax))
-            ex = np.exp(-ax)
-            sig = 1.0 / (1.0 + ex) if x >= 0 else ex / (1.0 + ex)
-            gn[j] = sig
-            gpos -= sig
+        if 0 < n_hard < n_neg:
+            # dynamic negative sampling: only the n_hard highest-scoring negatives count (the
+            # first of equal scores first); bn marks the ones chosen
+            for j in range(n_neg):
+                gn[j] = 0.0
+                bn[j] = 0.0
+            for _ in range(n_hard):
+                best = -1
+                best_y = -np.inf
+                for j in range(n_neg):
+                    if bn[j] == 0.0 and yn[j] > best_y:
+                        best, best_y = j, yn[j]
+                if best < 0:
+                    break
+                bn[best] = 1.0
+                value, sig = _softplus_sigmoid(best_y - y0)
+                loss += value
+                gn[best] = sig
+                gpos -= sig
+        else:
+            for j in range(n_neg):
+                value, sig = _softplus_sigmoid(yn[j] - y0)
+                loss += value
+                gn[j] = sig
+                gpos -= sig
         g[0] = gpos
     elif code == INFONCE:
         inv_t = 1.0 / t
