@@ -70,14 +70,8 @@ class MF(BaseRecommender):
         Zhang et al. 2013); N is then the candidate pool. None keeps all N. With
         ``negative_sharing="batch"`` each pair still picks its own hardest from the batch's
         pool. The candidates are not checked against the user's positives (as for every
-        loss here, unless ``exclude_positives``): the pool should stay small against the
-        catalogue (on Gowalla, 64 of 41k items hold one of the user's training items for
-        about 10% of the pairs).
-    exclude_positives : bool, default=False
-        BPR only: leave out of each pair's loss the sampled negatives that are training
-        items of its user (so that hard negatives are never the user's own items). The
-        default keeps them, the uniform-with-replacement sampling the debiased losses
-        correct.
+        loss here): the pool should stay small against the catalogue (on Gowalla, 64 of 41k
+        items hold one of the user's training items for about 10% of the pairs).
     negative_sharing : {"batch", "pair"}, default="batch"
         "pair" draws N fresh negatives for every positive pair; "batch" draws N negatives per
         minibatch and scores every pair of the batch against them. Each pair sees N
@@ -217,7 +211,6 @@ class MF(BaseRecommender):
         n_negatives: int | None = None,
         negative_sampler: str = "uniform",
         hard_negatives: int | None = None,
-        exclude_positives: bool = False,
         negative_sharing: str = "batch",
         temperature: float = 0.1,
         negative_weight: float = 1.0,
@@ -250,7 +243,6 @@ class MF(BaseRecommender):
         self.n_negatives = n_negatives
         self.negative_sampler = negative_sampler
         self.hard_negatives = hard_negatives
-        self.exclude_positives = exclude_positives
         self.negative_sharing = negative_sharing
         self.temperature = temperature
         self.negative_weight = negative_weight
@@ -305,14 +297,6 @@ class MF(BaseRecommender):
                     f"hard_negatives ({n_hard}) must not exceed n_negatives ({n_neg}), the "
                     "pool it is chosen from"
                 )
-        if not isinstance(self.exclude_positives, (bool, np.bool_)):
-            raise ValueError(
-                f"exclude_positives must be True or False, got {self.exclude_positives!r}"
-            )
-        if self.exclude_positives and spec.name != "bpr":
-            raise ValueError(
-                f"exclude_positives applies to the bpr loss only, not to {spec.name!r}"
-            )
         if self.negative_sampler not in _SAMPLERS:
             raise ValueError(
                 f"negative_sampler must be one of {sorted(_SAMPLERS)}, got "
@@ -368,7 +352,6 @@ class MF(BaseRecommender):
             "n_extra": n_extra if spec.uses_extra_positives else 0,
             "sampler": _SAMPLERS[self.negative_sampler],
             "share": self.negative_sharing == "batch",
-            "screen": bool(self.exclude_positives),
             "optimizer": _OPTIMIZERS[self.optimizer],
             "params": params,
             "inflation": inflation,
@@ -569,7 +552,6 @@ class MF(BaseRecommender):
                 0.999,
                 1e-8,
                 s["user_dropout"],
-                s["screen"],
             )
         return np.ascontiguousarray(W[:n_new])
 
@@ -671,7 +653,6 @@ class _EpochRunner:
                 self.touched,
                 self.stamp,
                 s["user_dropout"],
-                s["screen"],
             )
         return float(total) / max(self.indices.size, 1)
 

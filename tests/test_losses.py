@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
 from linrec._kernels import sgd
 from linrec.losses import LOSSES, class_prior, get_loss, loss_value
@@ -136,19 +135,6 @@ def test_embedding_gradient_bpr_hard_negatives(cosine, share, rng):
     _check_embedding_gradient("bpr", cosine, share, False, rng, n_neg=9, hard_negatives=2)
 
 
-@pytest.mark.parametrize("n_hard", [0, 2])
-@pytest.mark.parametrize("share", [False, True], ids=["pair", "shared"])
-@pytest.mark.parametrize("cosine", [False, True], ids=["dot", "cosine"])
-def test_embedding_gradient_bpr_exclude_positives(cosine, share, n_hard, rng):
-    # each of the 4 users owns 4 of the 9 items: about half the negatives are left out
-    rows = np.repeat(np.arange(4), 4)
-    cols = np.concatenate([np.sort(rng.choice(9, 4, replace=False)) for _ in range(4)])
-    histories = sp.csr_matrix((np.ones(16), (rows, cols)), shape=(4, 9))
-    _check_embedding_gradient(
-        "bpr", cosine, share, False, rng, n_neg=9, histories=histories, hard_negatives=n_hard
-    )
-
-
 @pytest.mark.parametrize("name", ["infonce", "mse"])
 def test_embedding_gradient_many_shared_negatives(name, rng):
     # the block's matrix products in full 4 x 16 register tiles and in their edges: 6 pairs,
@@ -156,14 +142,7 @@ def test_embedding_gradient_many_shared_negatives(name, rng):
     _check_embedding_gradient(name, True, True, False, rng, n_neg=600, d=20)
 
 
-def _check_embedding_gradient(
-    name, cosine, share, dropout, rng, n_neg, d=5, histories=None, **extra_params
-):
-    """Kernel loss and embedding gradient against the numpy reference and finite differences.
-
-    ``histories`` (CSR, users x items): the users' training items, whose appearances among
-    the negatives the kernel must leave out (``exclude_positives``).
-    """
+def _check_embedding_gradient(name, cosine, share, dropout, rng, n_neg, d=5, **extra_params):
     n_users, n_extra = 4, 3
     W, users, targets, tau = _random_problem(rng, n_users=n_users, n_neg=n_neg, d=d)
     # a random mask per pair, 0 or 1 / (1 - rate) with rate 0.3
@@ -181,18 +160,8 @@ def _check_embedding_gradient(
             s = _scores_numpy(
                 Wx, n_users, users[b], targets[b], cosine, keep[b] if dropout else None
             )
-            neg = s[1 + n_extra :]
-            if histories is not None:
-                history = histories.indices[
-                    histories.indptr[users[b]] : histories.indptr[users[b] + 1]
-                ]
-                neg = neg[~np.isin(targets[b, 1 + n_extra :], history)]
-            out += loss_value(name, s[0], neg, s[1 : 1 + n_extra], tau[b], **params)
+            out += loss_value(name, s[0], s[1 + n_extra :], s[1 : 1 + n_extra], tau[b], **params)
         return out
-
-    screen = histories is not None
-    if not screen:
-        histories = sp.csr_matrix((n_users, W.shape[0] - n_users))
 
     value, grad = sgd.pairs_loss_and_grad(
         W,
@@ -208,9 +177,6 @@ def _check_embedding_gradient(
         share,
         dropout,
         keep,
-        histories.indptr.astype(np.int64),
-        histories.indices.astype(np.int64),
-        screen,
     )
     np.testing.assert_allclose(value, total(W), rtol=1e-12)
     h = 1e-6

@@ -126,14 +126,6 @@ def test_bpr_with_hard_negatives_learns(sharing, data):
     # hard_negatives = N keeps every negative: plain BPR to the last bit
     whole = _model("bpr", hard_negatives=32, negative_sharing=sharing, n_epochs=2).fit(train)
     np.testing.assert_array_equal(plain.item_factors_, whole.item_factors_)
-    # leaving the users' own items out of the pool learns as well, and changes the fit (with
-    # 32 draws from 150 items, nearly every pool holds some of its user's ~12 train items)
-    screened = _model("bpr", hard_negatives=2, negative_sharing=sharing, exclude_positives=True)
-    screened.fit(train, validation_data=held)
-    assert screened.validation_scores_[-1] > 1.3 * popularity_recall(train, held)
-    assert not np.array_equal(screened.item_factors_, model.item_factors_)
-    # and so does fold-in
-    assert not np.array_equal(screened.transform(train[:20]), model.transform(train[:20]))
 
 
 def test_validation_recall_matches_recommend(data):
@@ -224,9 +216,6 @@ def _numpy_optimizer_epoch(
             False,
             False,
             np.ones((positions.size, W.shape[1])),
-            indptr,
-            indices,
-            False,
         )
         grad /= positions.size
         used = np.zeros(W.shape[0], bool)
@@ -255,7 +244,7 @@ def test_optimizer_epoch_matches_numpy_reference(optimizer, rng):
     X.data[:] = 1.0
     indptr, indices = X.indptr.astype(np.int64), X.indices.astype(np.int64)
     spec = LOSSES["infonce"]
-    params = np.array([0.5, 1.0, 0.2, 1.0, 0.5, 0.0])
+    params = np.array([0.5, 1.0, 0.2, 1.0, 0.5])
     code = _OPTIMIZERS[optimizer]
     lr, l2, seed = 0.05, 0.01, 11
     W0 = rng.normal(0, 0.3, (n_users + n_items, d))
@@ -305,7 +294,6 @@ def test_optimizer_epoch_matches_numpy_reference(optimizer, rng):
             touched,
             stamp,
             0.0,
-            False,
         )
         ref_step = _numpy_optimizer_epoch(
             Wr,
@@ -455,8 +443,6 @@ def test_class_prior_array_and_bad_parameters(data):
         ({"hard_negatives": 2}, "bpr loss only"),
         ({"loss": "bpr", "n_negatives": 4, "hard_negatives": 5}, "must not exceed n_negatives"),
         ({"loss": "bpr", "n_negatives": 4, "hard_negatives": 0}, "hard_negatives"),
-        ({"exclude_positives": True}, "bpr loss only"),
-        ({"loss": "bpr", "exclude_positives": "yes"}, "exclude_positives"),
     ]:
         params = {"n_epochs": 1, **bad}
         loss = params.pop("loss", "debiased_infonce")

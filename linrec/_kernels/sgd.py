@@ -407,23 +407,6 @@ def _loss_grad(code, y, n_extra, n_neg, tau, params, g, bits):
 
 # --------------------------------------------------------------------------- one pair
 @njit(nogil=True, fastmath=_FASTMATH)
-def _hide_positives(yn, negatives, history):
-    """Set to -inf the score of every negative found in ``history`` (the user's training
-    items, sorted), so that BPR leaves it out; returns how many were hidden."""
-    hidden = 0
-    n_hist = history.shape[0]
-    if n_hist == 0:
-        return 0
-    for j in range(yn.shape[0]):
-        item = negatives[j]
-        k = np.searchsorted(history, item)
-        if k < n_hist and history[k] == item:
-            yn[j] = -np.inf
-            hidden += 1
-    return hidden
-
-
-@njit(nogil=True, fastmath=_FASTMATH)
 def _touch(row, flags, touched, count):
     if flags[row] == 0:
         flags[row] = 1
@@ -458,7 +441,6 @@ def _pair_forward_backward(
     dropout,
     keep,
     p_kept,
-    history,
 ):
     """Loss of the pair (user row u, targets) and gradients (times ``scale``) into ``grad``.
 
@@ -466,9 +448,7 @@ def _pair_forward_backward(
     per-positive sampler and fold-in; batch-shared negatives go through
     :func:`_shared_block`). With ``dropout`` the user vector (unit-normalised first for
     cosine scores) is multiplied componentwise by ``keep`` (0 or 1 / (1 - rate)) before
-    scoring; ``p_kept`` (d,) is scratch for the kept vector. Negatives found in ``history``
-    (the user's training items, sorted; empty to keep every negative) are left out of the
-    loss.
+    scoring; ``p_kept`` (d,) is scratch for the kept vector.
 
     Inlined into its callers, which are compiled with reassociation allowed so that the
     d-length loops vectorise.
@@ -504,9 +484,6 @@ def _pair_forward_backward(
             y[a] = dot * inv_p * inv_q[a]
         else:
             y[a] = dot
-    # negatives that are the user's own items get no gradient (their -inf scores are skipped
-    # below with it)
-    _hide_positives(y[1 + n_extra : length], targets[1 + n_extra : length], history)
     loss = _loss_grad(code, y, n_extra, n_neg, tau, params, g, bits)
     acc[:] = 0.0
     sum_gy = 0.0
@@ -612,10 +589,6 @@ def _shared_block(
     bits,
     dropout,
     keep,
-    shared,
-    indptr,
-    indices,
-    screen,
 ):
     """Losses and gradients of a block of pairs that share the same N negatives.
 
@@ -640,8 +613,6 @@ def _shared_block(
     ``Qr``, ``GQ`` (rows, 1 + M, d) and ``inv_qr`` (rows, 1 + M) for the positives' vectors
     and gradients, and per-pair ``y``, ``g`` and ``bits`` (dtype of ``W``) (1 + M + N). With
     ``dropout`` row b of P is multiplied componentwise by ``keep[b]`` (0 or 1 / (1 - rate)).
-    With ``screen`` the negatives (item ids ``shared``) that are training items of a pair's
-    user (``indices[indptr[u]:indptr[u + 1]]``, sorted) are left out of that pair's loss.
     Returns (summed loss, updated touched count).
     """
     nb = users.shape[0]
@@ -700,15 +671,7 @@ def _shared_block(
         sb = S[b]
         for j in range(n_neg):
             yn[j] = sb[j]
-        hidden = 0
-        if screen:
-            u = users[b]
-            hidden = _hide_positives(yn, shared, indices[indptr[u] : indptr[u + 1]])
         total += _loss_grad(code, y, n_extra, n_neg, tau[b], params, g, bits)
-        if hidden:
-            # the scores again for the products below (-inf times a zero gradient is NaN)
-            for j in range(n_neg):
-                yn[j] = sb[j]
         acc = R[b]
         acc[:] = 0.0
         sgy = 0.0
@@ -833,31 +796,15 @@ def _finish_shared(
 
 @njit(cache=True, fastmath=_FASTMATH)
 def pairs_loss_and_grad(
-    W,
-    users,
-    targets,
-    tau,
-    n_users,
-    code,
-    params,
-    cosine,
-    n_extra,
-    n_neg,
-    share,
-    dropout,
-    keep,
-    indptr,
-    indices,
-    screen,
+    W, users, targets, tau, n_users, code, params, cosine, n_extra, n_neg, share, dropout, keep
 ):
     """Summed loss of explicit pairs and its exact gradient w.r.t. ``W`` (serial).
 
     ``users`` (B,), ``targets`` (B, 1 + M + N) item ids, ``tau`` (B,). With ``share`` the
     negatives of the first row are used as the shared negatives of every pair (the block
     path of the training kernel, :func:`_shared_block`). With ``dropout`` pair b's user
-    vector is multiplied by the mask ``keep[b]`` ((B, d), dtype of ``W``). With ``screen``
-    the negatives among a user's training items (CSR ``indptr``, ``indices``, sorted) are
-    left out. Used by the tests: the training kernel runs the same code.
+    vector is multiplied by the mask ``keep[b]`` ((B, d), dtype of ``W``). Used by the tests:
+    the training kernel runs the same code.
     """
     n_rows, d = W.shape
     n_pairs = users.shape[0]
@@ -914,10 +861,6 @@ def pairs_loss_and_grad(
             bits,
             dropout,
             keep,
-            shared,
-            indptr,
-            indices,
-            screen,
         )
         _finish_shared(
             n_users, shared, cosine, shared_q, inv_qs, shared_dq, grad, flags, touched, count
@@ -926,8 +869,6 @@ def pairs_loss_and_grad(
     acc = np.empty(d, W.dtype)
     p_kept = np.empty(d, W.dtype)
     for b in range(n_pairs):
-        u = users[b]
-        history = indices[indptr[u] : indptr[u + 1]] if screen else indices[:0]
         loss, count = _pair_forward_backward(
             W,
             users[b],
@@ -953,7 +894,6 @@ def pairs_loss_and_grad(
             dropout,
             keep[b],
             p_kept,
-            history,
         )
         total += loss
     return total, grad
@@ -1043,7 +983,6 @@ def train_epoch(
     touched,
     stamp,
     dropout_rate,
-    screen,
 ):
     """One epoch of minibatch training over the pairs ``order`` (indices into ``indices``).
 
@@ -1055,8 +994,7 @@ def train_epoch(
     each pair still sees N independent draws from the sampler, and each thread scores its
     slice of the batch against them with matrix products (:func:`_shared_block`).
     With ``dropout_rate`` > 0 each pair draws a dropout mask of the user vector from its own
-    stream, after its samples. With ``screen`` a pair's negatives that are training items of
-    its user are left out of its loss.
+    stream, after its samples.
     Returns (sum of pair losses, optimiser step count after the epoch).
     """
     n_rows, d = W.shape
@@ -1176,10 +1114,6 @@ def train_epoch(
                     bits,
                     dropout,
                     block_keep[t],
-                    shared,
-                    indptr,
-                    indices,
-                    screen,
                 )
                 if update_items:
                     count = _finish_shared(
@@ -1218,7 +1152,6 @@ def train_epoch(
                     )
                     if dropout:
                         _draw_keep(state, dropout_rate, keep)
-                    history = indices[indptr[u] : indptr[u + 1]] if screen else indices[:0]
                     loss, count = _pair_forward_backward(
                         W,
                         u,
@@ -1244,7 +1177,6 @@ def train_epoch(
                         dropout,
                         keep,
                         p_kept,
-                        history,
                     )
                     loss_sum += loss
             counts[t] = count
@@ -1402,7 +1334,6 @@ def fold_in(
     beta2,
     opt_eps,
     dropout_rate,
-    screen,
 ):
     """Fit the first ``n_new`` rows of ``W`` (new users) with the item rows frozen.
 
@@ -1446,7 +1377,6 @@ def fold_in(
         keep = np.empty(d if dropout else 0, W.dtype)
         p_kept = np.empty(d if dropout else 0, W.dtype)
         touched = np.empty(1, np.int64)
-        history = indices[start : start + n_u] if screen else indices[:0]
         moment1 = np.zeros(d)
         moment2 = np.zeros(d)
         step = 0
@@ -1497,7 +1427,6 @@ def fold_in(
                     dropout,
                     keep,
                     p_kept,
-                    history,
                 )
                 step += 1
                 _row_update(
