@@ -330,20 +330,17 @@ class MF(BaseRecommender):
         inflation = check_positive_float(self.prior_inflation, "prior_inflation")
         if inflation < 1.0:
             raise ValueError(f"prior_inflation (K) must be >= 1, got {self.prior_inflation}")
-        params = np.array(
-            [
-                check_positive_float(self.temperature, "temperature"),
-                check_positive_float(self.negative_weight, "negative_weight", allow_zero=True),
-                _check_real(self.margin, "margin"),
-                check_positive_float(self.balance, "balance"),
-                check_positive_float(
-                    self.normalizer_positive_weight,
-                    "normalizer_positive_weight",
-                    allow_zero=True,
-                ),
-                n_hard,
-            ],
-            dtype=np.float64,
+        params = sgd.loss_params(
+            temperature=check_positive_float(self.temperature, "temperature"),
+            negative_weight=check_positive_float(
+                self.negative_weight, "negative_weight", allow_zero=True
+            ),
+            margin=_check_real(self.margin, "margin"),
+            balance=check_positive_float(self.balance, "balance"),
+            normalizer_positive_weight=check_positive_float(
+                self.normalizer_positive_weight, "normalizer_positive_weight", allow_zero=True
+            ),
+            hard_negatives=n_hard,
         )
         return {
             "spec": spec,

@@ -18,25 +18,26 @@ PARAMS = {
 }
 
 
-def _param_array(p):
-    return np.array(
-        [
-            p["temperature"],
-            p["negative_weight"],
-            p["margin"],
-            p["balance"],
-            p["normalizer_positive_weight"],
-            p.get("hard_negatives", 0),
-        ],
-        dtype=np.float64,
-    )
-
-
 def _kernel_loss(name, pos, neg, extra, tau, p=PARAMS):
     y = np.concatenate(([pos], extra, neg)).astype(np.float64)
     g = np.empty_like(y)
     spec = get_loss(name)
-    return sgd.loss_grad(spec.code, y, extra.size, neg.size, tau, _param_array(p), g), g
+    return sgd.loss_grad(spec.code, y, extra.size, neg.size, tau, sgd.loss_params(**p), g), g
+
+
+def _score_gradient_fd(name, y, n_extra, tau, p, h=1e-6):
+    """Central differences of the reference loss in the scores y = [y+, extra, negatives]."""
+
+    def value(v):
+        return loss_value(name, v[0], v[1 + n_extra :], v[1 : 1 + n_extra], tau, **p)
+
+    fd = np.empty_like(y)
+    for a in range(y.size):
+        yp, ym = y.copy(), y.copy()
+        yp[a] += h
+        ym[a] -= h
+        fd[a] = (value(yp) - value(ym)) / (2 * h)
+    return fd
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -54,20 +55,13 @@ def test_forward_matches_reference(name, rng):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_score_gradient_matches_finite_differences(name, rng):
-    n_neg, n_extra, h = 7, 3, 1e-6
+    n_neg, n_extra = 7, 3
     for _ in range(5):
         y = rng.uniform(-0.9, 0.9, 1 + n_extra + n_neg)
         tau = 0.05
         pos, extra, neg = y[0], y[1 : 1 + n_extra], y[1 + n_extra :]
         _, g = _kernel_loss(name, pos, neg, extra, tau)
-        fd = np.empty_like(y)
-        for a in range(y.size):
-            yp, ym = y.copy(), y.copy()
-            yp[a] += h
-            ym[a] -= h
-            fp = loss_value(name, yp[0], yp[1 + n_extra :], yp[1 : 1 + n_extra], tau, **PARAMS)
-            fm = loss_value(name, ym[0], ym[1 + n_extra :], ym[1 : 1 + n_extra], tau, **PARAMS)
-            fd[a] = (fp - fm) / (2 * h)
+        fd = _score_gradient_fd(name, y, n_extra, tau, PARAMS)
         assert np.linalg.norm(g - fd) <= 1e-6 * max(np.linalg.norm(fd), 1e-12)
 
 
@@ -75,7 +69,7 @@ def test_score_gradient_matches_finite_differences(name, rng):
 def test_bpr_hard_negatives_match_reference_and_finite_differences(n_hard, rng):
     # the kernel's choice of the n_hard highest scores, its value and its gradient (zero on
     # the negatives left out); n_hard = 7 = N keeps them all
-    n_neg, h = 7, 1e-6
+    n_neg = 7
     p = dict(PARAMS, hard_negatives=n_hard)
     for _ in range(20):
         pos, neg = rng.uniform(-2, 2), rng.uniform(-2, 2, n_neg)
@@ -84,15 +78,7 @@ def test_bpr_hard_negatives_match_reference_and_finite_differences(n_hard, rng):
         kept = np.argsort(-neg)[:n_hard]
         assert np.all(g[1:][np.setdiff1d(np.arange(n_neg), kept)] == 0.0)
         assert np.all(g[1:][kept] > 0.0)
-        y = np.concatenate(([pos], neg))
-        fd = np.empty_like(y)
-        for a in range(y.size):
-            yp, ym = y.copy(), y.copy()
-            yp[a] += h
-            ym[a] -= h
-            fd[a] = (
-                loss_value("bpr", yp[0], yp[1:], **p) - loss_value("bpr", ym[0], ym[1:], **p)
-            ) / (2 * h)
+        fd = _score_gradient_fd("bpr", np.concatenate(([pos], neg)), 0, 0.0, p)
         assert np.linalg.norm(g - fd) <= 1e-6 * np.linalg.norm(fd)
     # fewer hard negatives, a smaller loss: the sum keeps only the largest terms
     pos, neg = 0.1, rng.uniform(-2, 2, n_neg)
@@ -152,7 +138,7 @@ def _check_embedding_gradient(name, cosine, share, dropout, rng, n_neg, d=5, **e
     spec = get_loss(name)
     # a high margin leaves most CCL negatives inactive (the kernel's sparse path)
     params = dict(PARAMS, margin=(0.6 if share else 0.1) if cosine else 0.2, **extra_params)
-    parr = _param_array(params)
+    parr = sgd.loss_params(**params)
 
     def total(Wx):
         out = 0.0

@@ -244,7 +244,13 @@ def test_optimizer_epoch_matches_numpy_reference(optimizer, rng):
     X.data[:] = 1.0
     indptr, indices = X.indptr.astype(np.int64), X.indices.astype(np.int64)
     spec = LOSSES["infonce"]
-    params = np.array([0.5, 1.0, 0.2, 1.0, 0.5])
+    params = sgd.loss_params(
+        temperature=0.5,
+        negative_weight=1.0,
+        margin=0.2,
+        balance=1.0,
+        normalizer_positive_weight=0.5,
+    )
     code = _OPTIMIZERS[optimizer]
     lr, l2, seed = 0.05, 0.01, 11
     W0 = rng.normal(0, 0.3, (n_users + n_items, d))

@@ -60,6 +60,29 @@ _INV_2_53 = 1.0 / 9007199254740992.0  # 53 random bits -> uniform in [0, 1)
 _FASTMATH = {"reassoc", "contract", "nsz"}
 
 
+def loss_params(
+    temperature=1.0,
+    negative_weight=1.0,
+    margin=0.0,
+    balance=1.0,
+    normalizer_positive_weight=0.0,
+    hard_negatives=0,
+):
+    """The float64 ``params`` array the loss kernels read, laid out by the ``P_*`` indices.
+
+    The names and defaults are those of :func:`linrec.losses.loss_value`; ``hard_negatives``
+    0 keeps every negative.
+    """
+    params = np.empty(6, dtype=np.float64)
+    params[P_TEMPERATURE] = temperature
+    params[P_NEG_WEIGHT] = negative_weight
+    params[P_MARGIN] = margin
+    params[P_BALANCE] = balance
+    params[P_EPS] = normalizer_positive_weight
+    params[P_HARD] = hard_negatives
+    return params
+
+
 # --------------------------------------------------------------------------- random numbers
 @njit(nogil=True, fastmath=_FASTMATH)
 def _mix(z):
