@@ -123,7 +123,7 @@ def test_embedding_gradient_bpr_hard_negatives(cosine, share, rng):
 
 @pytest.mark.parametrize("name", ["infonce", "mse"])
 def test_embedding_gradient_many_shared_negatives(name, rng):
-    # the block's matrix products in full 4 x 16 register tiles and in their edges: 6 pairs,
+    # the block's matrix products in full 6 x 16 register tiles and in their edges: 6 pairs,
     # 600 negatives and d = 20 (the small problems above reach the edge paths only)
     _check_embedding_gradient(name, True, True, False, rng, n_neg=600, d=20)
 

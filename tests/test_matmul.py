@@ -9,8 +9,20 @@ from linrec._kernels.matmul import matmul_into
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
     "shape",
-    # (rows, depth, columns): full 4 x 16 tiles, their row and column edges, and neither
-    [(8, 64, 32), (9, 13, 35), (3, 5, 7), (4, 1, 16), (1, 1, 1), (37, 70, 300)],
+    # (rows, depth, columns): full 6 x 16 tiles, the 4-row tile of the last 4 or 5 rows, the
+    # row and column edges, and neither
+    [
+        (12, 64, 32),
+        (8, 64, 32),
+        (9, 13, 35),
+        (10, 13, 35),
+        (11, 3, 17),
+        (3, 5, 7),
+        (4, 1, 16),
+        (5, 2, 16),
+        (1, 1, 1),
+        (37, 70, 300),
+    ],
 )
 def test_matmul_matches_numpy(shape, dtype, rng):
     n, depth, m = shape
@@ -44,12 +56,12 @@ def test_matmul_transposed_left_operand(shape, rng):
 
 def test_matmul_entry_independent_of_row_position(rng):
     # each entry is one sum over k in order, in the tiles and in the edges alike: a row gives
-    # the same bits whether it falls in a full tile or in the edge rows
-    A = rng.standard_normal((7, 50)).astype(np.float32)
+    # the same bits whether it falls in a 6-row tile, the 4-row tile or the edge rows
+    A = rng.standard_normal((11, 50)).astype(np.float32)
     B = rng.standard_normal((50, 40)).astype(np.float32)
-    full = np.empty((7, 40), np.float32)
+    full = np.empty((11, 40), np.float32)
     matmul_into(A, B, full)
-    for i in range(7):
+    for i in range(11):
         alone = np.empty((1, 40), np.float32)
         matmul_into(A[i : i + 1], B, alone)
         np.testing.assert_array_equal(full[i], alone[0])

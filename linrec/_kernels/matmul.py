@@ -3,15 +3,21 @@
 Inside a numba kernel ``np.dot`` calls SciPy's bundled OpenBLAS, which each thread runs on
 one core; on the AVX2 machines measured here its single-threaded sgemm was slow and erratic
 (see :mod:`linrec._kernels.als`). :func:`matmul_into` computes ``C = A @ B`` by register
-tiles instead: a 4 x 16 block of C is accumulated over k from four broadcast entries of A and
+tiles instead: a 6 x 16 block of C is accumulated over k from six broadcast entries of A and
 one 16-wide row segment of B, so that every multiply-add is a vector FMA and no horizontal sum
 is ever needed. The block lives in a stack array (:func:`stack_array`), which LLVM keeps in
-registers (8 AVX2 registers for float32).
+registers: for float32, 12 AVX2 registers of accumulators, 2 for the segment of B and 1 for
+the broadcast, 15 of the 16 (the shape of BLIS's Haswell sgemm kernel). A last 4 or 5 rows
+take a 4 x 16 tile.
 
-Measured on one thread of the AMD EPYC (Zen 1, AVX2: one 256-bit FMA per cycle, about
-37 GFLOP/s float32 at 2.35 GHz), scores of 512 users against 256 negatives at d = 64: 0.55 ms
-(30.5 GFLOP/s), against 0.66-0.75 ms (22-25 GFLOP/s) with 4 x 2 tiles of dot products, whose
-eight horizontal sums per tile cost as much as the tile's FMAs at this short k.
+Measured on one thread of the AVX-512 Xeon (session 30, single-thread GFLOP/s, three
+interleaved runs each; numba emits 256-bit vectors there), against the 4 x 16 tiles used
+before: scores of 512 users against 256 negatives at d = 64, 108 against 96-109; their
+transposed product (256 x 512 times 512 x 64), 86-96 against 61-90; a 64-row rotation at
+d = 256, 108-118 against 65-76. 8 x 16 tiles (16 accumulators: more than AVX2 has) were no
+faster there, and slower compiled for AVX2. On the AMD EPYC (Zen 1), the 4 x 16 tiles scored
+512 x 256 at d = 64 in 0.55 ms (30.5 GFLOP/s), against 0.66-0.75 ms with 4 x 2 tiles of dot
+products, whose eight horizontal sums per tile cost as much as the tile's FMAs at this short k.
 
 Every entry of C is one accumulator summed over k in order, also in the edge rows and columns,
 so a product does not depend on how the rows of A are split between threads.
@@ -27,7 +33,8 @@ from numba.np import arrayobj
 
 __all__ = ["matmul_into", "stack_array"]
 
-_TILE_ROWS = 4
+_TILE_ROWS = 6
+_SHORT_ROWS = 4  # the tile of the last 4 or 5 rows
 _TILE_COLS = 16
 _TILE = _TILE_ROWS * _TILE_COLS
 
@@ -67,8 +74,9 @@ def matmul_into(A, B, C):
     """``C[:] = A @ B`` for ``A`` (n, K), ``B`` (K, m) with C-contiguous rows, ``C`` (n, m).
 
     ``A`` may have any layout (a transposed view is read entry by entry). Rows of C in blocks
-    of 4 and columns in blocks of 16 come from register tiles; the remaining columns and rows
-    are accumulated in C row by row, in the same order over k.
+    of 6 (and one block of 4 where 4 or 5 rows are left) and columns in blocks of 16 come from
+    register tiles; the remaining columns and rows are accumulated in C row by row, in the
+    same order over k.
 
     Examples
     --------
@@ -80,37 +88,54 @@ def matmul_into(A, B, C):
     array([[ 3.,  3.],
            [12., 12.]])
     """
-    n, depth = A.shape
+    n = A.shape[0]
     m = B.shape[1]
     acc = stack_array(_TILE, C)
     full_cols = m - m % _TILE_COLS
     i0 = 0
-    while i0 + _TILE_ROWS <= n:
+    while i0 <= n - _TILE_ROWS or i0 <= n - _SHORT_ROWS:
+        six = i0 <= n - _TILE_ROWS
+        rows = _TILE_ROWS if six else _SHORT_ROWS
         for j0 in range(0, full_cols, _TILE_COLS):
-            for t in range(_TILE):
-                acc[t] = 0.0
-            for k in range(depth):
-                a0 = A[i0, k]
-                a1 = A[i0 + 1, k]
-                a2 = A[i0 + 2, k]
-                a3 = A[i0 + 3, k]
-                b = B[k, j0 : j0 + _TILE_COLS]
-                for jj in range(_TILE_COLS):
-                    bj = b[jj]
-                    acc[jj] += a0 * bj
-                    acc[_TILE_COLS + jj] += a1 * bj
-                    acc[2 * _TILE_COLS + jj] += a2 * bj
-                    acc[3 * _TILE_COLS + jj] += a3 * bj
-            for t in range(_TILE_ROWS):
-                c = C[i0 + t, j0 : j0 + _TILE_COLS]
-                for jj in range(_TILE_COLS):
-                    c[jj] = acc[t * _TILE_COLS + jj]
+            if six:
+                _tile(A, B, C, i0, j0, acc, True)
+            else:
+                _tile(A, B, C, i0, j0, acc, False)
         if full_cols < m:
-            for t in range(_TILE_ROWS):
+            for t in range(rows):
                 _row_times(A, B, C, i0 + t, full_cols)
-        i0 += _TILE_ROWS
+        i0 += rows
     for i in range(i0, n):
         _row_times(A, B, C, i, 0)
+
+
+@njit(inline="always", fastmath={"contract"})
+def _tile(A, B, C, i0, j0, acc, six):
+    # C[i0 : i0 + rows, j0 : j0 + 16] with rows 6 (six) or 4. Inlined at call sites where six
+    # is a constant, so the branches below fold away and each tile is straight FMA code.
+    for t in range(_TILE):
+        acc[t] = 0.0
+    for k in range(A.shape[1]):
+        a0 = A[i0, k]
+        a1 = A[i0 + 1, k]
+        a2 = A[i0 + 2, k]
+        a3 = A[i0 + 3, k]
+        a4 = A[i0 + 4, k] if six else a3
+        a5 = A[i0 + 5, k] if six else a3
+        b = B[k, j0 : j0 + _TILE_COLS]
+        for jj in range(_TILE_COLS):
+            bj = b[jj]
+            acc[jj] += a0 * bj
+            acc[_TILE_COLS + jj] += a1 * bj
+            acc[2 * _TILE_COLS + jj] += a2 * bj
+            acc[3 * _TILE_COLS + jj] += a3 * bj
+            if six:
+                acc[4 * _TILE_COLS + jj] += a4 * bj
+                acc[5 * _TILE_COLS + jj] += a5 * bj
+    for t in range(_TILE_ROWS if six else _SHORT_ROWS):
+        c = C[i0 + t, j0 : j0 + _TILE_COLS]
+        for jj in range(_TILE_COLS):
+            c[jj] = acc[t * _TILE_COLS + jj]
 
 
 @njit(cache=True, fastmath={"contract"})

@@ -727,23 +727,32 @@ def _shared_block(
         n_active += row_active
     if 8 * n_active < nb * n_neg:
         # margin losses (CCL) leave most negatives inactive (measured on Gowalla with m = 0.9:
-        # under 1%): visiting the nonzero entries of G is far cheaper than two dense products
+        # under 1%): visiting the nonzero entries of G is far cheaper than two dense products.
+        # Each row's nonzero columns are listed first by a branch-free scan, and dp and dq are
+        # updated in loops of their own: with the test inside the scan and both updates in one
+        # loop, a block took 9x longer (1.29 against 0.15 ms, 512 x 800, 0.6% nonzero).
         dP[:] = 0.0
         shared_dq[:] = 0.0
+        nonzero = np.empty(n_neg, np.int64)
         for b in range(nb):
             if active[b] == 0:
                 continue
             sb = S[b]
+            n_nonzero = 0
+            for j in range(n_neg):
+                nonzero[n_nonzero] = j
+                n_nonzero += sb[j] != 0.0
             pb = P[b]
             dp = dP[b]
-            for j in range(n_neg):
+            for t in range(n_nonzero):
+                j = nonzero[t]
                 ga = sb[j]
-                if ga != 0.0:
-                    q = shared_q[j]
-                    dq = shared_dq[j]
-                    for k in range(d):
-                        dp[k] += ga * q[k]
-                        dq[k] += ga * pb[k]
+                q = shared_q[j]
+                for k in range(d):
+                    dp[k] += ga * q[k]
+                dq = shared_dq[j]
+                for k in range(d):
+                    dq[k] += ga * pb[k]
     else:
         matmul_into(S, shared_q, dP)
         matmul_into(S.T, P, shared_dq)
