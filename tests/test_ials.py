@@ -521,13 +521,15 @@ def test_rotate_rows_in_place_equals_copy(rng, d):
     np.testing.assert_array_equal(A, want)
 
 
+@pytest.mark.parametrize("d", [9, 40])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_rows", [0, 3, 700, 9000])
-def test_weighted_gram_matches_numpy_for_any_thread_count(rng, dtype, n_rows):
+def test_weighted_gram_matches_numpy_for_any_thread_count(rng, dtype, n_rows, d):
     # row ranges and pieces of fixed size: 9000 rows span several pieces (256 float32 or 128
     # float64 rows) per range, 3 rows leave most ranges empty; d = 9 is not a multiple of the
-    # kernel's 4 x 2 tiles
-    A = rng.standard_normal((n_rows, 9)).astype(dtype)
+    # float64 kernel's 4 x 2 tiles and narrower than float32's 16-column register tiles, d = 40
+    # fills 6 x 16 tiles and leaves edges
+    A = rng.standard_normal((n_rows, d)).astype(dtype)
     w = rng.uniform(0.1, 3.0, n_rows)
     tol = 1e-12 if dtype == np.float64 else 1e-4
     for weights in (None, w):
@@ -538,7 +540,7 @@ def test_weighted_gram_matches_numpy_for_any_thread_count(rng, dtype, n_rows):
         for threads in (1, 2):
             with numba_threads(threads):
                 results.append(weighted_gram(A, weights))
-        assert results[0].dtype == dtype and results[0].shape == (9, 9)
+        assert results[0].dtype == dtype and results[0].shape == (d, d)
         scale = max(1.0, np.abs(want).max())
         np.testing.assert_allclose(results[0], want, atol=tol * scale)
         np.testing.assert_array_equal(results[0], results[1])

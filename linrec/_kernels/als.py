@@ -409,39 +409,63 @@ def rotate_rows(A, V, out=None):
 
 
 # The Gram matrix is summed over a fixed number of row ranges (one partial sum each, in
-# parallel), each range in pieces of _GRAM_PIECE_BYTES // itemsize rows; the partial sums are
-# added in range order. Neither number depends on the thread count, so neither does the
-# result. The products are numba dot products, not BLAS: inside numba, np.dot goes to SciPy's
-# OpenBLAS, whose single-threaded sgemm measured 0.16-0.57 s for 41k x 256 rows depending on
-# the call (the kernel below: 0.11 s on one thread, half the products by symmetry).
+# parallel), each range in pieces of rows; the partial sums are added in range order. Neither
+# number depends on the thread count, so neither does the result. The products are numba
+# code, not BLAS: inside numba, np.dot goes to SciPy's OpenBLAS, whose single-threaded sgemm
+# measured 0.16-0.57 s for 41k x 256 rows depending on the call.
 _GRAM_RANGES = 16
-_GRAM_PIECE_BYTES = 1024
+_GRAM_PIECE_ROWS = 256  # float32: the register tiles of matmul_into
+_GRAM_PIECE_BYTES = 1024  # float64: the dot-product tiles of _add_upper_products
 
 
 @njit(parallel=True, cache=True)
 def _gram_ranges(A, weights, weighted, bounds, partial):
-    # partial[c] = sum over range c of w_r a_r a_r^T, in partial's dtype, upper triangle only
-    # (partial is d_pad x d_pad, d_pad a multiple of 4). Each piece of rows is copied
-    # transposed (converted, and scaled when weighted) into buffers whose rows are 1 KB long,
-    # so the six rows a 4 x 2 tile of dot products reads stay in the L1 cache.
+    # partial[c] = sum over range c of w_r a_r a_r^T, in partial's dtype (d_pad x d_pad, d_pad
+    # a multiple of 4). float32: each piece of rows is copied (and a second time scaled when
+    # weighted) into buffers that stay in the L2 cache, and multiplied by the register tiles,
+    # reading the scaled copy through a transposed view (six entries of one row at a time).
+    # They compute the whole d x d product, twice the products of the symmetric half, and
+    # still take half the time of dot-product tiles over the upper triangle (100k x 256 rows
+    # on two threads: 64-65 against 137 ms). float64, whose tiles hold half the lanes: each
+    # piece is copied transposed into buffers whose rows are 1 KB long, so the six rows a
+    # 4 x 2 tile of dot products reads stay in the L1 cache, and only the upper triangle is
+    # summed (there 99 ms against 118-121 ms by the register tiles).
     d = A.shape[1]
     d_pad = partial.shape[1]
-    piece = _GRAM_PIECE_BYTES // partial.itemsize
+    single = partial.itemsize == 4
+    piece = _GRAM_PIECE_ROWS if single else _GRAM_PIECE_BYTES // partial.itemsize
     for c in prange(bounds.shape[0] - 1):
         acc = partial[c]
         acc[:] = 0
-        rows = np.zeros((d_pad, piece), dtype=partial.dtype)
-        scaled = np.zeros((d_pad, piece), dtype=partial.dtype) if weighted else rows
+        if single:
+            rows = np.empty((piece, d), dtype=partial.dtype)
+            scaled = np.empty((piece, d), dtype=partial.dtype) if weighted else rows
+            product = np.empty((d, d), dtype=partial.dtype)
+        else:
+            rows = np.zeros((d_pad, piece), dtype=partial.dtype)
+            scaled = np.zeros((d_pad, piece), dtype=partial.dtype) if weighted else rows
         for lo in range(bounds[c], bounds[c + 1], piece):
             m = min(bounds[c + 1], lo + piece) - lo
-            for r in range(m):
+            if single:
+                for r in range(m):
+                    for a in range(d):
+                        rows[r, a] = A[lo + r, a]
+                    if weighted:
+                        for a in range(d):
+                            scaled[r, a] = weights[lo + r] * rows[r, a]
+                matmul_into(scaled[:m].T, rows[:m], product)
                 for a in range(d):
-                    rows[a, r] = A[lo + r, a]
-            if weighted:
-                for a in range(d):
-                    for r in range(m):
-                        scaled[a, r] = weights[lo + r] * rows[a, r]
-            _add_upper_products(scaled, rows, m, acc)
+                    for b in range(a, d):
+                        acc[a, b] += product[a, b]
+            else:
+                for r in range(m):
+                    for a in range(d):
+                        rows[a, r] = A[lo + r, a]
+                if weighted:
+                    for a in range(d):
+                        for r in range(m):
+                            scaled[a, r] = weights[lo + r] * rows[a, r]
+                _add_upper_products(scaled, rows, m, acc)
 
 
 def weighted_gram(A, weights=None, dtype=None):
