@@ -369,6 +369,28 @@ def test_cholesky_kernel_paths_match_numpy_solve(rng, params, d, density):
     _assert_cholesky_solves_each_row(args, P0, bounds)
 
 
+@pytest.mark.parametrize(
+    ("params", "d"),
+    [(NEGATIVE_EXTRA, 24), (OBJECTIVE_PARAMS[0], 8), (NEGATIVE_EXTRA, 40)],
+    ids=["one-piece", "pieces", "tile-edges"],
+)
+def test_cholesky_kernel_float32_long_rows(rng, params, d):
+    # float32 rows of at least 16 entries build their d x d system by register tiles, in pieces
+    # of up to d entries (d = 8: rows of about 20 entries take three pieces; d = 40 is not a
+    # multiple of the tiles' 6 rows or 16 columns). Against the float64 solve of the same
+    # float32 inputs, at float32's precision.
+    _, args, P0, bounds = _system(rng, params, d=d, dtype=np.float32, density=0.9, shape=(30, 45))
+    n_u = np.diff(args[0])
+    assert n_u.min() >= 16
+    P = P0.copy()
+    status = np.zeros(P.shape[0], np.int8)
+    solve_cholesky(*args, P, bounds, status)
+    assert not status.any()
+    for u in range(P.shape[0]):
+        want = np.linalg.solve(*_row_normal_equations(args, u))
+        np.testing.assert_allclose(P[u], want, rtol=0, atol=2e-4 * np.abs(want).max())
+
+
 def reference_cg(A, b, x, n_steps, M=None):
     """Textbook (preconditioned, with M) conjugate gradient in float64, in the original basis
     (the kernel runs it in the Gram eigenbasis, where M is diagonal)."""

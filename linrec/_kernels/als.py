@@ -564,14 +564,19 @@ def _add_entries(A, b, other, indices, extra, rhs, start, end, limit):
 
 
 @njit(cache=True)
-def _add_entries_products(A, b, other, indices, extra, rhs, start, end, limit, WT, QT, T):
-    # The same sums as _add_entries for long rows: entries in pieces of up to d, gathered
-    # transposed into contiguous scratch (QT the rows, WT the rows times e; both with a
-    # multiple of 4 rows, those beyond d zero) so that each piece's sum e q q^T is 4 x 2
-    # tiles of dot products (:func:`_add_upper_products`, into T) instead of scalar loops
-    # over the triangle. Not a BLAS gemm: see :func:`_lower_row_products`.
+def _add_entries_products(A, b, other, indices, extra, rhs, start, end, limit, WT, QT, T, P):
+    # The same sums as _add_entries for long rows, entries in pieces of up to d. float32:
+    # each piece is gathered by rows into WT (the rows times e) and QT (the rows), and its sum
+    # e q q^T is one product of the register tiles of matmul_into (into P, d x d), whose
+    # lower triangle is added to A (as for the Gram matrix: the whole product, and still
+    # about twice as fast as dot-product tiles over the triangle). float64: the piece is
+    # gathered transposed (both with a multiple of 4 rows, those beyond d zero) and summed by
+    # 4 x 2 tiles of dot products (:func:`_add_upper_products`, into T). Not a BLAS gemm: see
+    # :func:`_lower_row_products`.
     d = b.shape[0]
-    T[:, :] = 0
+    single = A.itemsize == 4
+    if not single:
+        T[:, :] = 0
     idx = start
     while idx < end:
         m = min(d, end - idx)
@@ -580,16 +585,33 @@ def _add_entries_products(A, b, other, indices, extra, rhs, start, end, limit, W
             q = other[indices[idx + k]]
             e = extra[idx + k]
             t = rhs[idx + k]
+            if single:
+                Qk = QT[k]
+                Wk = WT[k]
+                for a in range(d):
+                    Qk[a] = q[a]
+                    Wk[a] = e * q[a]
+                    b[a] += t * q[a]
+            else:
+                for a in range(d):
+                    QT[a, k] = q[a]
+                    WT[a, k] = e * q[a]
+                    b[a] += t * q[a]
+        if single:
+            matmul_into(WT[:m].T, QT[:m], P)
             for a in range(d):
-                QT[a, k] = q[a]
-                WT[a, k] = e * q[a]
-                b[a] += t * q[a]
-        _add_upper_products(WT, QT, m, T)
+                Aa = A[a]
+                Pa = P[a]
+                for k in range(a + 1):
+                    Aa[k] += Pa[k]
+        else:
+            _add_upper_products(WT, QT, m, T)
         idx += m
-    for a in range(d):
-        Aa = A[a]
-        for k in range(a + 1):
-            Aa[k] += T[k, a]
+    if not single:
+        for a in range(d):
+            Aa = A[a]
+            for k in range(a + 1):
+                Aa[k] += T[k, a]
 
 
 @njit(cache=True)
@@ -730,6 +752,7 @@ def _solve_exact_rotated(
         W = np.zeros((d_pad, d), dtype=out.dtype)
         Qp = np.zeros((d_pad, d), dtype=out.dtype)
         T = np.empty((d_pad, d_pad), dtype=out.dtype)
+        P = np.empty((d, d) if out.itemsize == 4 else (0, 0), dtype=out.dtype)
         b = np.empty(d, dtype=out.dtype)
         D = np.empty(d, dtype=out.dtype)
         s = np.empty(d, dtype=out.dtype)
@@ -757,7 +780,9 @@ def _solve_exact_rotated(
                 Aa[a] = D[a]
                 b[a] = 0
             if n_u >= _TILED_MIN_ENTRIES:
-                _add_entries_products(A, b, other, indices, extra, rhs, start, end, limit, W, Qp, T)
+                _add_entries_products(
+                    A, b, other, indices, extra, rhs, start, end, limit, W, Qp, T, P
+                )
             else:
                 _add_entries(A, b, other, indices, extra, rhs, start, end, limit)
             if _cholesky_solve(A, b, d):
