@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from linrec._kernels.matmul import matmul_into
+from linrec._kernels.matmul import matmul_into, matmul_lower_into
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -65,3 +65,20 @@ def test_matmul_entry_independent_of_row_position(rng):
         alone = np.empty((1, 40), np.float32)
         matmul_into(A[i : i + 1], B, alone)
         np.testing.assert_array_equal(full[i], alone[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 5, 6, 11, 16, 17, 40, 100])
+def test_matmul_lower_matches_full_product(n, dtype, rng):
+    # the lower triangle of a symmetric product W^T Q (W = Q with scaled rows), bit for bit as
+    # matmul_into computes it: tiles on the diagonal, below it, and the edge rows and columns
+    Q = rng.standard_normal((23, n)).astype(dtype)
+    W = Q * rng.uniform(0.5, 2.0, (23, 1)).astype(dtype)
+    lower = np.full((n, n), np.nan, dtype)
+    full = np.empty((n, n), dtype)
+    matmul_lower_into(W.T, Q, lower)
+    matmul_into(W.T, Q, full)
+    rows, cols = np.tril_indices(n)
+    np.testing.assert_array_equal(lower[rows, cols], full[rows, cols])
+    reference = W.T.astype(np.float64) @ Q.astype(np.float64)
+    np.testing.assert_allclose(lower[rows, cols], reference[rows, cols], rtol=1e-4, atol=1e-4)

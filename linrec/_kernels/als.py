@@ -77,7 +77,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from linrec._kernels.matmul import matmul_into
+from linrec._kernels.matmul import matmul_into, matmul_lower_into
 from linrec._kernels.prefetch import PREFETCH_AHEAD, prefetch_entry
 
 __all__ = [
@@ -423,13 +423,13 @@ def _gram_ranges(A, weights, weighted, bounds, partial):
     # partial[c] = sum over range c of w_r a_r a_r^T, in partial's dtype (d_pad x d_pad, d_pad
     # a multiple of 4). float32: each piece of rows is copied (and a second time scaled when
     # weighted) into buffers that stay in the L2 cache, and multiplied by the register tiles,
-    # reading the scaled copy through a transposed view (six entries of one row at a time).
-    # They compute the whole d x d product, twice the products of the symmetric half, and
-    # still take half the time of dot-product tiles over the upper triangle (100k x 256 rows
-    # on two threads: 64-65 against 137 ms). float64, whose tiles hold half the lanes: each
-    # piece is copied transposed into buffers whose rows are 1 KB long, so the six rows a
-    # 4 x 2 tile of dot products reads stay in the L1 cache, and only the upper triangle is
-    # summed (there 99 ms against 118-121 ms by the register tiles).
+    # reading the scaled copy through a transposed view (six entries of one row at a time),
+    # the tiles of the lower triangle only, which is added to the upper one of acc. The whole
+    # d x d product by tiles took half the time of dot-product tiles over the upper triangle
+    # (100k x 256 rows on two threads: 64-65 against 137 ms). float64, whose tiles hold half
+    # the lanes: each piece is copied transposed into buffers whose rows are 1 KB long, so the
+    # six rows a 4 x 2 tile of dot products reads stay in the L1 cache, and only the upper
+    # triangle is summed (there 99 ms against 118-121 ms by the whole register-tiled product).
     d = A.shape[1]
     d_pad = partial.shape[1]
     single = partial.itemsize == 4
@@ -453,10 +453,10 @@ def _gram_ranges(A, weights, weighted, bounds, partial):
                     if weighted:
                         for a in range(d):
                             scaled[r, a] = weights[lo + r] * rows[r, a]
-                matmul_into(scaled[:m].T, rows[:m], product)
+                matmul_lower_into(scaled[:m].T, rows[:m], product)
                 for a in range(d):
-                    for b in range(a, d):
-                        acc[a, b] += product[a, b]
+                    for b in range(a + 1):
+                        acc[b, a] += product[a, b]
             else:
                 for r in range(m):
                     for a in range(d):
@@ -566,10 +566,9 @@ def _add_entries(A, b, other, indices, extra, rhs, start, end, limit):
 @njit(cache=True)
 def _add_entries_products(A, b, other, indices, extra, rhs, start, end, limit, WT, QT, T, P):
     # The same sums as _add_entries for long rows, entries in pieces of up to d. float32:
-    # each piece is gathered by rows into WT (the rows times e) and QT (the rows), and its sum
-    # e q q^T is one product of the register tiles of matmul_into (into P, d x d), whose
-    # lower triangle is added to A (as for the Gram matrix: the whole product, and still
-    # about twice as fast as dot-product tiles over the triangle). float64: the piece is
+    # each piece is gathered by rows into WT (the rows times e) and QT (the rows), and the
+    # lower triangle of its sum e q q^T is one product of register tiles (matmul_lower_into,
+    # into P, d x d), added to A (as for the Gram matrix). float64: the piece is
     # gathered transposed (both with a multiple of 4 rows, those beyond d zero) and summed by
     # 4 x 2 tiles of dot products (:func:`_add_upper_products`, into T). Not a BLAS gemm: see
     # :func:`_lower_row_products`.
@@ -598,7 +597,7 @@ def _add_entries_products(A, b, other, indices, extra, rhs, start, end, limit, W
                     WT[a, k] = e * q[a]
                     b[a] += t * q[a]
         if single:
-            matmul_into(WT[:m].T, QT[:m], P)
+            matmul_lower_into(WT[:m].T, QT[:m], P)
             for a in range(d):
                 Aa = A[a]
                 Pa = P[a]

@@ -31,7 +31,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np import arrayobj
 
-__all__ = ["matmul_into", "stack_array"]
+__all__ = ["matmul_into", "matmul_lower_into", "stack_array"]
 
 _TILE_ROWS = 6
 _SHORT_ROWS = 4  # the tile of the last 4 or 5 rows
@@ -88,6 +88,35 @@ def matmul_into(A, B, C):
     array([[ 3.,  3.],
            [12., 12.]])
     """
+    _product(A, B, C, False)
+
+
+@njit(cache=True, fastmath={"contract"})
+def matmul_lower_into(A, B, C):
+    """The entries on and below the diagonal of ``C = A @ B`` (``C`` square), as
+    :func:`matmul_into` computes them; entries above the diagonal are left undefined.
+
+    For symmetric products such as ``W^T Q`` with ``W`` a row-scaled ``Q``: the tiles that
+    lie wholly above the diagonal are skipped, about half the multiply-adds.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linrec._kernels.matmul import matmul_lower_into
+    >>> A = np.arange(6.0).reshape(3, 2); C = np.zeros((3, 3))
+    >>> matmul_lower_into(A, A.T.copy(), C)
+    >>> np.tril(C)
+    array([[ 1.,  0.,  0.],
+           [ 3., 13.,  0.],
+           [ 5., 23., 41.]])
+    """
+    _product(A, B, C, True)
+
+
+@njit(cache=True, fastmath={"contract"})
+def _product(A, B, C, lower):
+    # With lower, a tile is computed only if it meets the diagonal or lies below it, and the
+    # edge columns only for rows that reach them.
     n = A.shape[0]
     m = B.shape[1]
     acc = stack_array(_TILE, C)
@@ -96,12 +125,13 @@ def matmul_into(A, B, C):
     while i0 <= n - _TILE_ROWS or i0 <= n - _SHORT_ROWS:
         six = i0 <= n - _TILE_ROWS
         rows = _TILE_ROWS if six else _SHORT_ROWS
-        for j0 in range(0, full_cols, _TILE_COLS):
+        last_col = min(full_cols, i0 + rows) if lower else full_cols
+        for j0 in range(0, last_col, _TILE_COLS):
             if six:
                 _tile(A, B, C, i0, j0, acc, True)
             else:
                 _tile(A, B, C, i0, j0, acc, False)
-        if full_cols < m:
+        if full_cols < m and (not lower or i0 + rows > full_cols):
             for t in range(rows):
                 _row_times(A, B, C, i0 + t, full_cols)
         i0 += rows
