@@ -102,8 +102,9 @@ class MF(BaseRecommender):
         Dropout rate of the user vector in training (and in :meth:`transform`): for each
         pair, every component of the user's vector (unit-normalised first for cosine scores)
         is zeroed with this probability and the others are scaled by 1 / (1 - rate).
-        Scoring uses the whole vector. SimpleX's MF-CCL (Mao et al.) trains with 0.1, but
-        drops out before normalising; that order measured worse on Gowalla and Yelp2018
+        Scoring uses the whole vector. SimpleX's MF-CCL (Mao et al.) trains with 0.1 in the
+        same order (its user tower normalises, then ``nn.Dropout`` acts on the unit
+        vector). Dropping out before normalising measured worse on Gowalla and Yelp2018
         (benchmarks/RESULTS.md, "CCL: dropout order, negatives, protocol").
     optimizer : {"adam", "dense_adam", "adagrad", "sgd"}, default="adam"
         ``"adam"`` is the lazy (sparse) variant: only rows touched in a batch update their
@@ -113,6 +114,17 @@ class MF(BaseRecommender):
         most published PyTorch baselines): a row seen once keeps moving on its momentum for
         the next batches, so the same step size moves rarely seen rows much further than
         lazy Adam does. It costs one pass over the whole table per batch.
+    max_grad_norm : float, optional
+        Clip each batch's gradient (all the rows it updates, before the ``l2`` term) to this
+        Euclidean norm, as ``torch.nn.utils.clip_grad_norm_`` does before the optimiser step:
+        when the norm exceeds the bound the whole gradient is scaled by bound / norm.
+        RecBox's trainer, behind SimpleX's and BARS's MF-CCL logs, clips at 10 after every
+        batch. With cosine scores the gradient of a row scales as 1 / |w|, so from a small
+        ``init_std`` the first batches' gradients are very large; with SimpleX's settings,
+        ``optimizer="dense_adam"`` and a bound of 10 reproduce that log's training loss and
+        test curve over the first epochs, which without the bound start slower
+        (benchmarks/RESULTS.md, "Gradient clipping: SimpleX's MF-CCL curve reproduced").
+        :meth:`transform` does not clip. None: no clipping.
     learning_rate : float, default=1e-3
         Step size.
     learning_rate_decay : float, default=0.1
@@ -223,6 +235,7 @@ class MF(BaseRecommender):
         l2: float = 0.0,
         user_dropout: float = 0.0,
         optimizer: str = "adam",
+        max_grad_norm: float | None = None,
         learning_rate: float = 1e-3,
         learning_rate_decay: float = 0.1,
         learning_rate_milestones=None,
@@ -255,6 +268,7 @@ class MF(BaseRecommender):
         self.l2 = l2
         self.user_dropout = user_dropout
         self.optimizer = optimizer
+        self.max_grad_norm = max_grad_norm
         self.learning_rate = learning_rate
         self.learning_rate_decay = learning_rate_decay
         self.learning_rate_milestones = learning_rate_milestones
@@ -362,6 +376,11 @@ class MF(BaseRecommender):
             "plateau_decays": _check_int(self.plateau_decays, "plateau_decays", 0),
             "l2": check_positive_float(self.l2, "l2", allow_zero=True),
             "user_dropout": dropout,
+            "max_grad_norm": (
+                0.0
+                if self.max_grad_norm is None
+                else check_positive_float(self.max_grad_norm, "max_grad_norm")
+            ),
             "init_std": check_positive_float(self.init_std, "init_std"),
             "patience": patience,
         }
@@ -650,6 +669,7 @@ class _EpochRunner:
                 self.touched,
                 self.stamp,
                 s["user_dropout"],
+                s["max_grad_norm"],
             )
         return float(total) / max(self.indices.size, 1)
 

@@ -75,8 +75,8 @@ COMMON = {"n_factors": 64, "batch_size": 1024, "learning_rate": 1e-2}
 # 1e-5) and the common step 1e-2, which with step decays beat 3e-3 on validation (0.1700
 # against 0.1644 Recall@20) in fewer epochs (benchmarks/RESULTS.md, "MF tuning with a
 # step-size schedule"). CCL follows SimpleX's MF-CCL (N = 800, m = 0.9, w = 150) with
-# dropout 0.1 of the unit user vector (SimpleX drops out before normalising, which measured
-# worse): test Recall@20 0.1700 -> 0.1750 on Gowalla, 0.0587 -> 0.0662 on Yelp2018
+# dropout 0.1 of the unit user vector (as SimpleX does; dropping out before normalising
+# measured worse): test Recall@20 0.1700 -> 0.1750 on Gowalla, 0.0587 -> 0.0662 on Yelp2018
 # (RESULTS.md "CCL with user dropout"); the positive-unlabelled forms weigh the
 # positive by tau_u (~1e-3 on these sets), so their w is scaled down. MSE and debiased MSE
 # take w = 30, the best of 1-300 on the validation splits of both Gowalla and Yelp2018

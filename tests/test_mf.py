@@ -172,17 +172,34 @@ def test_optimizers_and_samplers_learn(optimizer, sharing, data):
 
 
 def _numpy_optimizer_epoch(
-    W, m1, m2, indptr, indices, order, spec, params, n_neg, batch, seed, optimizer, lr, l2, step
+    W,
+    m1,
+    m2,
+    indptr,
+    indices,
+    order,
+    spec,
+    params,
+    n_neg,
+    batch,
+    seed,
+    optimizer,
+    lr,
+    l2,
+    step,
+    max_grad_norm=0.0,
 ):
     """One epoch of per-pair training in float64 numpy, samples drawn as the kernel draws them.
 
     The batch gradient comes from ``sgd.pairs_loss_and_grad`` (checked against finite
-    differences in test_losses.py); the optimiser steps are written out here.
+    differences in test_losses.py); the clipping and the optimiser steps are written out
+    here. Returns the step count and the number of batches whose gradient was clipped.
     """
     n_users = indptr.size - 1
     n_items = W.shape[0] - n_users
     pair_users = np.repeat(np.arange(n_users), np.diff(indptr))
     b1, b2, eps = 0.9, 0.999, 1e-8
+    clipped = 0
     for lo in range(0, order.size, batch):
         positions = np.arange(lo, min(order.size, lo + batch))
         users = pair_users[order[positions]]
@@ -218,6 +235,12 @@ def _numpy_optimizer_epoch(
             np.ones((positions.size, W.shape[1])),
         )
         grad /= positions.size
+        if max_grad_norm > 0:
+            # torch.nn.utils.clip_grad_norm_: the norm over every row, the l2 term excluded
+            coef = max_grad_norm / (np.linalg.norm(grad) + 1e-6)
+            if coef < 1:
+                grad *= coef
+                clipped += 1
         used = np.zeros(W.shape[0], bool)
         used[users] = True
         used[n_users + targets.ravel()] = True
@@ -234,11 +257,13 @@ def _numpy_optimizer_epoch(
             m2[rows] = b2 * m2[rows] + (1 - b2) * grad[rows] ** 2
             m_hat = m1[rows] / (1 - b1**step)
             W[rows] -= lr * m_hat / (np.sqrt(m2[rows] / (1 - b2**step)) + eps)
-    return step
+    return step, clipped
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("max_grad_norm", [0.0, 0.5])
 @pytest.mark.parametrize("optimizer", ["adam", "dense_adam", "adagrad", "sgd"])
-def test_optimizer_epoch_matches_numpy_reference(optimizer, rng):
+def test_optimizer_epoch_matches_numpy_reference(optimizer, max_grad_norm, n_threads, rng):
     n_users, n_items, d, n_neg, batch = 7, 12, 4, 3, 5
     X = sp.random(n_users, n_items, density=0.35, format="csr", random_state=3)
     X.data[:] = 1.0
@@ -257,10 +282,13 @@ def test_optimizer_epoch_matches_numpy_reference(optimizer, rng):
     # two epochs, so that dense Adam's untouched rows carry non-zero moments into the second
     W, m1, m2 = W0.copy(), np.zeros_like(W0), np.zeros_like(W0)
     Wr, r1, r2 = W0.copy(), np.zeros_like(W0), np.zeros_like(W0)
-    step = ref_step = 0
+    step = ref_step = n_clipped = 0
     # the kernel's buffers live for the whole run, as in MF (stamp carries rows' last steps)
-    grad, flags = np.zeros((1, *W.shape)), np.zeros((1, W.shape[0]), np.uint8)
-    touched, stamp = np.empty((1, W.shape[0]), np.int64), np.zeros(W.shape[0], np.int64)
+    # (two threads: each batch split in two slices whose buffers are summed per row)
+    grad = np.zeros((n_threads, *W.shape))
+    flags = np.zeros((n_threads, W.shape[0]), np.uint8)
+    touched = np.empty((n_threads, W.shape[0]), np.int64)
+    stamp = np.zeros(W.shape[0], np.int64)
     for epoch in range(2):
         order = rng.permutation(indices.size)
         _, step = sgd.train_epoch(
@@ -283,7 +311,7 @@ def test_optimizer_epoch_matches_numpy_reference(optimizer, rng):
             indices,
             False,
             batch,
-            1,
+            n_threads,
             seed + epoch,
             0,
             code,
@@ -300,8 +328,9 @@ def test_optimizer_epoch_matches_numpy_reference(optimizer, rng):
             touched,
             stamp,
             0.0,
+            max_grad_norm,
         )
-        ref_step = _numpy_optimizer_epoch(
+        ref_step, clipped = _numpy_optimizer_epoch(
             Wr,
             r1,
             r2,
@@ -317,8 +346,12 @@ def test_optimizer_epoch_matches_numpy_reference(optimizer, rng):
             lr,
             l2,
             ref_step,
+            max_grad_norm,
         )
+        n_clipped += clipped
     assert step == ref_step == 2 * -(-indices.size // batch)
+    # the small bound clips some batches and leaves others: both branches are compared
+    assert (0 < n_clipped < step) if max_grad_norm else n_clipped == 0
     np.testing.assert_allclose(W, Wr, rtol=1e-10, atol=1e-12)
     assert not np.allclose(W, W0)
 
@@ -444,6 +477,8 @@ def test_class_prior_array_and_bad_parameters(data):
         ({"plateau_decays": -1}, "plateau_decays"),
         ({"user_dropout": 1.0}, "user_dropout"),
         ({"user_dropout": -0.1}, "user_dropout"),
+        ({"max_grad_norm": 0.0}, "max_grad_norm"),
+        ({"max_grad_norm": float("nan")}, "max_grad_norm"),
         ({"class_prior": np.ones(3) * 0.1}, "class_prior"),
         ({"class_prior": np.ones(train.shape[0])}, r"\[0, 1\)"),
         ({"hard_negatives": 2}, "bpr loss only"),

@@ -1015,6 +1015,7 @@ def train_epoch(
     touched,
     stamp,
     dropout_rate,
+    max_grad_norm,
 ):
     """One epoch of minibatch training over the pairs ``order`` (indices into ``indices``).
 
@@ -1027,6 +1028,9 @@ def train_epoch(
     slice of the batch against them with matrix products (:func:`_shared_block`).
     With ``dropout_rate`` > 0 each pair draws a dropout mask of the user vector from its own
     stream, after its samples.
+    With ``max_grad_norm`` > 0 each batch's gradient (all updated rows together, before the
+    l2 term) is scaled by ``max_grad_norm / (norm + 1e-6)`` when that is below 1, as
+    ``torch.nn.utils.clip_grad_norm_`` does; the norm is summed in float64 in a fixed order.
     Returns (sum of pair losses, optimiser step count after the epoch).
     """
     n_rows, d = W.shape
@@ -1064,6 +1068,8 @@ def train_epoch(
     block_dq = np.empty((n_threads, n_shared, d), W.dtype)
     dropout = dropout_rate > 0.0
     block_keep = np.empty((n_threads, rows, d if dropout else 0), W.dtype)
+    clipping = max_grad_norm > 0.0
+    union_square = np.empty(n_rows if clipping else 0)
     total_loss = 0.0
     for batch in range(n_batches):
         lo = batch * batch_size
@@ -1240,6 +1246,31 @@ def train_epoch(
         c1, c2 = dt(1.0 - beta1), dt(1.0 - beta2)
         eps_t, l2_t, lr_t = dt(opt_eps), dt(l2), dt(learning_rate)
         adam = optimizer == ADAM or optimizer == DENSE_ADAM
+        clip = dt(1.0)
+        if clipping:
+            # the whole batch gradient is needed before any row steps: sum the thread
+            # buffers first (the update loop below then finds each row summed)
+            for idx in prange(n_union):
+                row = union[idx]
+                first = union_first[idx]
+                gsum = grad[first, row]
+                if union_shared[idx]:
+                    for t in range(first + 1, n_threads):
+                        gt = grad[t, row]
+                        for k in range(d):
+                            gsum[k] += gt[k]
+                            gt[k] = 0.0
+                square = 0.0
+                if row < update_limit:
+                    for k in range(d):
+                        square += np.float64(gsum[k]) * np.float64(gsum[k])
+                union_square[idx] = square
+            square = 0.0
+            for idx in range(n_union):
+                square += union_square[idx]
+            coef = max_grad_norm / (np.sqrt(square) + 1e-6)
+            if coef < 1.0:
+                clip = dt(coef)
         for idx in prange(n_union):
             # the union's rows are scattered over W, the moments and the thread buffers:
             # request the rows a few entries ahead so that their loads overlap
@@ -1256,7 +1287,7 @@ def train_epoch(
             # others are read (and zeroed) only if they touched it too: most rows have one
             first = union_first[idx]
             gsum = grad[first, row]
-            if union_shared[idx]:
+            if union_shared[idx] and not clipping:
                 for t in range(first + 1, n_threads):
                     gt = grad[t, row]
                     for k in range(d):
@@ -1264,6 +1295,9 @@ def train_epoch(
                         gt[k] = 0.0
             if row < update_limit:
                 w = W[row]
+                if clipping:
+                    for k in range(d):
+                        gsum[k] *= clip
                 if adam:
                     m1 = moment1[row]
                     m2 = moment2[row]
