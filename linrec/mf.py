@@ -119,12 +119,14 @@ class MF(BaseRecommender):
         Euclidean norm, as ``torch.nn.utils.clip_grad_norm_`` does before the optimiser step:
         when the norm exceeds the bound the whole gradient is scaled by bound / norm.
         RecBox's trainer, behind SimpleX's and BARS's MF-CCL logs, clips at 10 after every
-        batch. With cosine scores the gradient of a row scales as 1 / |w|, so from a small
-        ``init_std`` the first batches' gradients are very large; with SimpleX's settings,
-        ``optimizer="dense_adam"`` and a bound of 10 reproduce that log's training loss and
-        test curve over the first epochs, which without the bound start slower
-        (benchmarks/RESULTS.md, "Gradient clipping: SimpleX's MF-CCL curve reproduced").
-        :meth:`transform` does not clip. None: no clipping.
+        batch. With cosine scores a row's gradient scales as the inverse of its length, so
+        from a small ``init_std`` the first batches' gradients are very large. With
+        SimpleX's settings, ``optimizer="dense_adam"`` and a bound of 10 reproduce that
+        log's training loss and test curve over the first epochs (without the bound the
+        start is slower), and reach test Recall@20 / NDCG@20 0.1857 / 0.1509 on Gowalla
+        against the published 0.1837 / 0.1493 (benchmarks/RESULTS.md, "Gradient clipping:
+        SimpleX's MF-CCL curve reproduced"). :meth:`transform` does not clip. None: no
+        clipping.
     learning_rate : float, default=1e-3
         Step size.
     learning_rate_decay : float, default=0.1
