@@ -977,6 +977,17 @@ def _draw_keep(state, rate, keep):
     return state
 
 
+@njit(nogil=True, fastmath=_FASTMATH)
+def _sum_thread_buffers(grad, first, row):
+    # adds the later threads' gradients of ``row`` into thread ``first``'s, zeroing them
+    gsum = grad[first, row]
+    for t in range(first + 1, grad.shape[0]):
+        gt = grad[t, row]
+        for k in range(gsum.shape[0]):
+            gsum[k] += gt[k]
+            gt[k] = 0.0
+
+
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def train_epoch(
     W,
@@ -1255,11 +1266,7 @@ def train_epoch(
                 first = union_first[idx]
                 gsum = grad[first, row]
                 if union_shared[idx]:
-                    for t in range(first + 1, n_threads):
-                        gt = grad[t, row]
-                        for k in range(d):
-                            gsum[k] += gt[k]
-                            gt[k] = 0.0
+                    _sum_thread_buffers(grad, first, row)
                 square = 0.0
                 if row < update_limit:
                     for k in range(d):
@@ -1288,11 +1295,7 @@ def train_epoch(
             first = union_first[idx]
             gsum = grad[first, row]
             if union_shared[idx] and not clipping:
-                for t in range(first + 1, n_threads):
-                    gt = grad[t, row]
-                    for k in range(d):
-                        gsum[k] += gt[k]
-                        gt[k] = 0.0
+                _sum_thread_buffers(grad, first, row)
             if row < update_limit:
                 w = W[row]
                 if clipping:
