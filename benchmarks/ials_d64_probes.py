@@ -17,6 +17,9 @@ is never read):
   raw or symmetrically normalised by the degrees, split evenly between the two sides
   (P = U S^1/2 c, Q = V S^1/2 c for the scales c of ``--svd-scales``), instead of the random
   start.
+- ``popularity-start``: the random start with each item row scaled by (n_i / mean n)^g
+  (``--start-exponents``), so the alternating steps begin from a start that leans towards
+  popular (g > 0) or rare (g < 0) items; the user rows keep the plain random start.
 
 The first two change private parts of the fit (the objective's terms and the module's
 regularisation scale) for the length of one fit; they are probes, not features.
@@ -92,7 +95,9 @@ def main(argv=None):
     ap.add_argument("--data", required=True, help="a LightGCN-format folder")
     ap.add_argument("--holdout", choices=["random", "tail"], default="tail")
     ap.add_argument("--val-users", type=int, default=8000)
-    ap.add_argument("--probe", choices=["side", "user-weight", "svd-start"], required=True)
+    ap.add_argument(
+        "--probe", choices=["side", "user-weight", "svd-start", "popularity-start"], required=True
+    )
     ap.add_argument("--factors", type=int, default=64)
     ap.add_argument("--unobserved-weight", type=float, default=0.01)
     ap.add_argument("--regularization", type=float, default=0.05)
@@ -106,6 +111,7 @@ def main(argv=None):
     ap.add_argument("--user-weight-exponents", nargs="+", type=float, default=[0.0])
     ap.add_argument("--user-reg-too", action="store_true")
     ap.add_argument("--svd-scales", nargs="+", type=float, default=[1.0])
+    ap.add_argument("--start-exponents", nargs="+", type=float, default=[0.0])
     args = ap.parse_args(argv)
 
     fit_part, val, _ = tuning_split(args.data, args.holdout, args.val_users)
@@ -141,6 +147,16 @@ def main(argv=None):
                 model.fit(fit_part, validation_data=val)
             tag = ", user reg scaled too" if args.user_reg_too else ""
             report(f"gamma {gamma:g}{tag}", model)
+    elif args.probe == "popularity-start":
+        item_counts = np.maximum(np.bincount(fit_part.indices, minlength=n_items), 1)
+        popularity = (item_counts / item_counts.mean())[:, None]
+        std = 0.1 / np.sqrt(args.factors)  # IALS's default init_std
+        for exponent in args.start_exponents:
+            rng = np.random.default_rng(args.seed)
+            P0 = rng.standard_normal((fit_part.shape[0], args.factors)) * std
+            Q0 = rng.standard_normal((n_items, args.factors)) * std * popularity**exponent
+            model = IALS(**params).fit(fit_part, validation_data=val, initial_factors=(P0, Q0))
+            report(f"random start, item rows x (n_i / mean n)^{exponent:g}", model)
     else:
         X = fit_part.astype(np.float64)
         user_counts = np.diff(X.indptr).astype(np.float64)
