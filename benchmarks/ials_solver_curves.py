@@ -32,15 +32,17 @@ from linrec.metrics import FactorScores, evaluate
 
 
 def parse_variant(text):
-    """``"cholesky"``, ``"cg"``, ``"ialspp:64"`` or ``"ialspp:64:coordinate"`` (solver,
-    optional block size, optional iALS++ block basis)."""
+    """``"cholesky"``, ``"cg"``, ``"ialspp:64"``, ``"ialspp:64:coordinate"`` or
+    ``"ialspp:64:eigen:2"`` (solver, optional block size, optional iALS++ block basis,
+    optional number of block sweeps per half-step)."""
     solver, _, rest = text.partition(":")
-    block, _, basis = rest.partition(":")
+    block, _, rest = rest.partition(":")
+    basis, _, sweeps = rest.partition(":")
     if solver not in ("cholesky", "cg", "ialspp"):
         raise argparse.ArgumentTypeError(f"unknown solver {solver!r}")
     if basis not in ("", "eigen", "coordinate"):
         raise argparse.ArgumentTypeError(f"unknown block basis {basis!r}")
-    return solver, int(block) if block else 32, basis or "eigen"
+    return solver, int(block) if block else 32, basis or "eigen", int(sweeps) if sweeps else 1
 
 
 def main(argv=None):
@@ -52,7 +54,7 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
-        "--variants", nargs="+", type=parse_variant, default=[("cholesky", 32, "eigen")]
+        "--variants", nargs="+", type=parse_variant, default=[("cholesky", 32, "eigen", 1)]
     )
     args = ap.parse_args(argv)
     if args.synthetic == (args.data is not None):
@@ -71,13 +73,14 @@ def main(argv=None):
     )
     print("| solver | block | epoch | s/epoch | cumulative s | Recall@20 | objective |")
     print("|---|---|---|---|---|---|---|", flush=True)
-    for solver, block, basis in args.variants:
+    for solver, block, basis, sweeps in args.variants:
         # warm-up: loads numba's compiled kernels from cache
         IALS(
             n_factors=args.factors,
             solver=solver,
             block_size=block,
             block_basis=basis,
+            block_sweeps=sweeps,
             n_epochs=1,
             n_jobs=args.threads,
             **params,
@@ -96,6 +99,7 @@ def main(argv=None):
             solver=solver,
             block_size=block,
             block_basis=basis,
+            block_sweeps=sweeps,
             n_epochs=args.epochs,
             n_jobs=args.threads,
             random_state=0,
@@ -107,7 +111,8 @@ def main(argv=None):
             zip(model.epoch_times_, cumulative, recalls, model.objective_), start=1
         ):
             print(
-                f"| {solver} | {f'{block} {basis}' if solver == 'ialspp' else '-'} | {epoch} | "
+                f"| {solver} | {f'{block} {basis} x{sweeps}' if solver == 'ialspp' else '-'} | "
+                f"{epoch} | "
                 f"{seconds:.2f} | {total:.2f} | {recall:.4f} | {objective:.6g} |",
                 flush=True,
             )
