@@ -20,6 +20,11 @@ is never read):
 - ``popularity-start``: the random start with each item row scaled by (n_i / mean n)^g
   (``--start-exponents``), so the alternating steps begin from a start that leans towards
   popular (g > 0) or rare (g < 0) items; the user rows keep the plain random start.
+- ``observed-tilt``: the observed entries weighted by popularity, through Hu's confidence
+  form with the matrix values r_ui = (n_i / mean n)^-gamma (normalised to mean 1 over the
+  observed entries; ``--observed-exponents``): confidence 1 + 9 r_ui, with the unobserved
+  weight and lam scaled by 10, so that gamma = 0 is the starting point up to its observed
+  weight (1 + w against 1). Unlike the other probes this uses only public options.
 
 The first two change private parts of the fit (the objective's terms and the module's
 regularisation scale) for the length of one fit; they are probes, not features.
@@ -96,7 +101,9 @@ def main(argv=None):
     ap.add_argument("--holdout", choices=["random", "tail"], default="tail")
     ap.add_argument("--val-users", type=int, default=8000)
     ap.add_argument(
-        "--probe", choices=["side", "user-weight", "svd-start", "popularity-start"], required=True
+        "--probe",
+        choices=["side", "user-weight", "svd-start", "popularity-start", "observed-tilt"],
+        required=True,
     )
     ap.add_argument("--factors", type=int, default=64)
     ap.add_argument("--unobserved-weight", type=float, default=0.01)
@@ -112,6 +119,7 @@ def main(argv=None):
     ap.add_argument("--user-reg-too", action="store_true")
     ap.add_argument("--svd-scales", nargs="+", type=float, default=[1.0])
     ap.add_argument("--start-exponents", nargs="+", type=float, default=[0.0])
+    ap.add_argument("--observed-exponents", nargs="+", type=float, default=[0.0])
     args = ap.parse_args(argv)
 
     fit_part, val, _ = tuning_split(args.data, args.holdout, args.val_users)
@@ -157,6 +165,22 @@ def main(argv=None):
             Q0 = rng.standard_normal((n_items, args.factors)) * std * popularity**exponent
             model = IALS(**params).fit(fit_part, validation_data=val, initial_factors=(P0, Q0))
             report(f"random start, item rows x (n_i / mean n)^{exponent:g}", model)
+    elif args.probe == "observed-tilt":
+        item_counts = np.maximum(np.bincount(fit_part.indices, minlength=n_items), 1)
+        hu_params = dict(
+            params,
+            objective="hu",
+            confidence_scale=9.0,
+            unobserved_weight=10 * args.unobserved_weight,
+            regularization=10 * args.regularization,
+        )
+        for gamma in args.observed_exponents:
+            tilt = (item_counts / item_counts.mean()) ** -gamma
+            tilt = tilt / np.average(tilt, weights=item_counts)
+            X = fit_part.astype(np.float64)  # a copy: fit_part keeps its values
+            X.data = tilt[X.indices]
+            model = IALS(**hu_params).fit(X, validation_data=val)
+            report(f"observed entries x (n_i / mean n)^{-gamma:g} (Hu form)", model)
     else:
         X = fit_part.astype(np.float64)
         user_counts = np.diff(X.indptr).astype(np.float64)
