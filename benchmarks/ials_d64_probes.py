@@ -124,6 +124,9 @@ def main(argv=None):
 
     fit_part, val, _ = tuning_split(args.data, args.holdout, args.val_users)
     n_items = fit_part.shape[1]
+    user_counts = np.diff(fit_part.indptr).astype(np.float64)
+    # items seen only in the validation part count as seen once, so every power is finite
+    item_counts = np.maximum(np.bincount(fit_part.indices, minlength=n_items), 1)
     params = dict(
         n_factors=args.factors,
         unobserved_weight=args.unobserved_weight,
@@ -145,9 +148,8 @@ def main(argv=None):
                 model = IALS(**params).fit(fit_part, validation_data=val)
             report(f"user reg x{user_scale:g}, item reg x{item_scale:g}", model)
     elif args.probe == "user-weight":
-        counts = np.diff(fit_part.indptr).astype(np.float64)
         for gamma in args.user_weight_exponents:
-            weights = (counts / counts.mean()) ** -gamma
+            weights = (user_counts / user_counts.mean()) ** -gamma
             user_scale = weights if args.user_reg_too else 1.0
             with scaled_regularization(user_scale, 1.0, n_items):
                 model = UserWeightedIALS(**params)
@@ -156,7 +158,6 @@ def main(argv=None):
             tag = ", user reg scaled too" if args.user_reg_too else ""
             report(f"gamma {gamma:g}{tag}", model)
     elif args.probe == "popularity-start":
-        item_counts = np.maximum(np.bincount(fit_part.indices, minlength=n_items), 1)
         popularity = (item_counts / item_counts.mean())[:, None]
         std = 0.1 / np.sqrt(args.factors)  # IALS's default init_std
         for exponent in args.start_exponents:
@@ -166,7 +167,6 @@ def main(argv=None):
             model = IALS(**params).fit(fit_part, validation_data=val, initial_factors=(P0, Q0))
             report(f"random start, item rows x (n_i / mean n)^{exponent:g}", model)
     elif args.probe == "observed-tilt":
-        item_counts = np.maximum(np.bincount(fit_part.indices, minlength=n_items), 1)
         hu_params = dict(
             params,
             objective="hu",
@@ -183,8 +183,6 @@ def main(argv=None):
             report(f"observed entries x (n_i / mean n)^{-gamma:g} (Hu form)", model)
     else:
         X = fit_part.astype(np.float64)
-        user_counts = np.diff(X.indptr).astype(np.float64)
-        item_counts = np.maximum(np.bincount(X.indices, minlength=n_items), 1)
         for norm in ("raw", "sym"):
             A = X
             if norm == "sym":
