@@ -87,13 +87,8 @@ import scipy.sparse as sp
 import scipy.stats
 
 from linrec._base import BaseRecommender, batch_rows
-from linrec._kernels.topk import (
-    finish_heaps_serial,
-    hit_matrix,
-    hit_matrix_serial,
-    topk_rows_serial,
-    topk_tile_serial,
-)
+from linrec._factor_topk import FACTOR_USERS, top_factor_chunk
+from linrec._kernels.topk import hit_matrix, hit_matrix_serial, topk_rows_serial
 from linrec._threading import blas_threads, numba_threads, resolve_n_jobs
 from linrec._validation import check_interactions
 
@@ -122,11 +117,6 @@ METRICS = ("recall", "truncated_recall", "ndcg", "precision", "hit_rate", "map",
 # CPU seconds, 128-row blocks 3.2 (BLAS repacks the item factors once per block); blocks much
 # above 32 MiB make glibc return them to the kernel after each batch (page faults again).
 _BLOCK_BYTES = 24 * 2**20
-
-# FactorScores path: users per task and items per score tile; a 256 x 1024 float32 tile
-# (1 MiB) stays in a core's L2 cache between the matrix product and the top-k scan.
-_FACTOR_USERS = 256
-_FACTOR_ITEMS = 1024
 
 
 # ---------------------------------------------------------------------------- per-user metrics
@@ -681,23 +671,8 @@ class FactorScores:
 
 def _rank_factor_chunk(U_chunk, V, k, train_indptr, train_indices, test_indptr, test_indices):
     # One chunk of users, one thread: item tiles in increasing order into running heaps.
-    n_rows = U_chunk.shape[0]
-    n_items = V.shape[0]
-    heap_idx = np.empty((n_rows, k), dtype=np.int64)
-    heap_val = np.empty((n_rows, k), dtype=U_chunk.dtype)
-    sizes = np.zeros(n_rows, dtype=np.int64)
-    excl_pos = train_indptr[:-1].copy()
-    buffers = {}
-    for offset in range(0, n_items, _FACTOR_ITEMS):
-        width = min(_FACTOR_ITEMS, n_items - offset)
-        if width not in buffers:
-            buffers[width] = np.empty((n_rows, width), dtype=U_chunk.dtype)
-        tile = np.matmul(U_chunk, V[offset : offset + width].T, out=buffers[width])
-        topk_tile_serial(
-            tile, offset, k, train_indptr, train_indices, excl_pos, sizes, heap_idx, heap_val
-        )
-    finish_heaps_serial(sizes, heap_idx, heap_val)
-    return heap_idx, hit_matrix_serial(heap_idx, test_indptr, test_indices)
+    top, _ = top_factor_chunk(U_chunk, V, k, train_indptr, train_indices)
+    return top, hit_matrix_serial(top, test_indptr, test_indices)
 
 
 def _scorer(model_or_score_fn, X_train, fold_in):
@@ -956,7 +931,7 @@ def evaluate(
 
     if factors is not None:
         user_factors, item_factors = _check_factors(factors(X_train[users], users), n_eval, n_items)
-        step = _FACTOR_USERS if batch_size is None else batch_rows(n_items, batch_size)
+        step = FACTOR_USERS if batch_size is None else batch_rows(n_items, batch_size)
 
         def chunk_args(start):
             ids = users[start : start + step]

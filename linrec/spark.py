@@ -301,8 +301,9 @@ class SparkIALS(BaseEstimator):
     regularisation, epochs, ``random_state``, ``dtype``): every hyper-parameter and its
     validation stay in one place, and the fitted model is a clone of it, as scikit-learn
     meta-estimators do. Its ``n_jobs`` is not used: each Spark task runs its kernels with
-    ``threads_per_task`` threads. ``class_prior`` and ``early_stopping_rounds`` (which needs
-    validation data) are not supported: fit raises a ValueError. Every other objective,
+    ``threads_per_task`` threads. ``class_prior``, ``early_stopping_rounds`` (which needs
+    validation data) and ``hard_negatives`` (mined from all scores every epoch) are not
+    supported: fit raises a ValueError. Every other objective,
     weighting and solver setting of :class:`~linrec.ials.IALS` is, including
     popularity-weighted unobserved entries (``item_weight_exponent``,
     ``item_weight_normalization``): the counts n_i are those of the distinct (user, item)
@@ -503,6 +504,11 @@ class SparkIALS(BaseEstimator):
             )
         if model.early_stopping_rounds is not None:
             raise ValueError("early_stopping_rounds needs validation data, not supported on Spark")
+        if model.hard_negatives:
+            raise ValueError(
+                "hard_negatives (re-mined from all scores every epoch) is not supported on "
+                "Spark: fit IALS on one machine"
+            )
         threads = self.threads_per_task
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
             raise ValueError(f"threads_per_task must be a positive integer, got {threads!r}")

@@ -23,7 +23,7 @@ from linrec._kernels.als import (
     weighted_gram,
 )
 from linrec._threading import numba_threads
-from linrec.ials import IALS, item_weights, objective_terms
+from linrec.ials import IALS, item_weights, objective_terms, with_hard_negatives
 from linrec.metrics import evaluate
 
 from conftest import random_interactions
@@ -1219,3 +1219,165 @@ def test_transpose_order_equals_scipy_transpose(rng, shape):
     np.testing.assert_array_equal(indices, T.indices)
     np.testing.assert_array_equal(perm, T.data.astype(np.int64) - 1)
     np.testing.assert_array_equal(X.data[perm], X.T.tocsr().data)  # entries in column order
+
+
+# ---------------------------------------------------------------------------- hard negatives
+def reference_hard_mask(X, P, Q, k):
+    """1 on each user's k best-scored unobserved items (ties to the lower index)."""
+    Y = P @ Q.T
+    Y[X.toarray() > 0] = -np.inf
+    mask = np.zeros(Y.shape)
+    for u in range(Y.shape[0]):
+        order = np.lexsort((np.arange(Y.shape[1]), -Y[u]))
+        eligible = order[np.isfinite(Y[u, order])][:k]
+        mask[u, eligible] = 1.0
+    return mask
+
+
+def reference_hard_als(X, P, Q, p, n_epochs, k, weight):
+    """Dense exact ALS whose weights gain ``weight`` on the hard negatives mined before each
+    epoch; returns the iterates and each epoch's objective under its own hard negatives."""
+    M0, L = dense_coefficients(X, p)
+    r_u, r_i = reg_scales(X, p)
+    lam = p["regularization"]
+    P, Q = P.astype(float).copy(), Q.astype(float).copy()
+    d = P.shape[1]
+    iterates, objectives = [], []
+    for _ in range(n_epochs):
+        M = M0 + weight * reference_hard_mask(X, P, Q, k)
+        for u in range(P.shape[0]):
+            A = Q.T @ (M[u][:, None] * Q) + lam * r_u[u] * np.eye(d)
+            P[u] = np.linalg.solve(A, Q.T @ L[u])
+        for i in range(Q.shape[0]):
+            A = P.T @ (M[:, i][:, None] * P) + lam * r_i[i] * np.eye(d)
+            Q[i] = np.linalg.solve(A, P.T @ L[:, i])
+        iterates.append((P.copy(), Q.copy()))
+        Y = P @ Q.T
+        reg = lam * (r_u @ np.sum(P**2, 1) + r_i @ np.sum(Q**2, 1))
+        objectives.append(np.sum(M * Y**2 - 2 * L * Y) + L.sum() + reg)
+    return iterates, objectives
+
+
+def reference_hard_fold_in(X, Q, p, k, weight):
+    """Exact user rows without hard negatives, then again with those of that solution."""
+    M0, L = dense_coefficients(X, p)
+    r_u, _ = reg_scales(X, p)
+    d = Q.shape[1]
+
+    def solve(M):
+        P = np.empty((X.shape[0], d))
+        for u in range(X.shape[0]):
+            A = Q.T @ (M[u][:, None] * Q) + p["regularization"] * r_u[u] * np.eye(d)
+            P[u] = np.linalg.solve(A, Q.T @ L[u])
+        return P
+
+    return solve(M0 + weight * reference_hard_mask(X, solve(M0), Q, k))
+
+
+HARD_PARAMS = [
+    dict(objective="rendle", unobserved_weight=0.1, regularization=0.05, reg_exponent=1.0),
+    dict(
+        objective="rendle",
+        unobserved_weight=0.05,
+        regularization=0.02,
+        item_weight_exponent=0.5,
+        reg_frequency_offset=0.01,
+        reg_exponent=1.0,
+    ),
+    dict(objective="hu", unobserved_weight=0.5, confidence_scale=2.0, regularization=0.1),
+    dict(objective="debiased_pu", unobserved_weight=0.6, prior_inflation=1.5, regularization=0.05),
+]
+
+
+def test_with_hard_negatives_appends_each_rows_entries(rng):
+    X = _counts(rng, n_users=12, n_items=15)
+    indptr, indices = X.indptr.astype(np.int64), X.indices.astype(np.int64)
+    extra = rng.random(X.nnz)
+    rhs = rng.random(X.nnz)
+    hard = np.full((12, 4), -1, dtype=np.int64)
+    for u in range(12):
+        free = np.setdiff1d(np.arange(15), indices[indptr[u] : indptr[u + 1]])
+        n = int(rng.integers(0, 5))
+        hard[u, :n] = rng.choice(free, size=min(n, free.size), replace=False)
+    inputs = [a.copy() for a in (indptr, indices, extra, rhs, hard)]
+    ptr, idx, e, b = with_hard_negatives(indptr, indices, extra, rhs, hard, 0.7)
+    for u in range(12):
+        row = slice(indptr[u], indptr[u + 1])
+        mine = hard[u][hard[u] >= 0]
+        new = slice(ptr[u], ptr[u + 1])
+        np.testing.assert_array_equal(idx[new], np.concatenate([indices[row], mine]))
+        np.testing.assert_array_equal(e[new], np.concatenate([extra[row], np.full(mine.size, 0.7)]))
+        np.testing.assert_array_equal(b[new], np.concatenate([rhs[row], np.zeros(mine.size)]))
+    for before, after in zip(inputs, (indptr, indices, extra, rhs, hard)):
+        np.testing.assert_array_equal(before, after)  # nothing modified in place
+
+
+@pytest.mark.parametrize("params", HARD_PARAMS, ids=lambda p: p["objective"])
+def test_hard_negative_cholesky_iterates_equal_dense_reference(rng, params):
+    X = _every_item_counted(rng)
+    k, weight = 4, 0.8
+    model, iterates, (P0, Q0) = _fit_with_iterates(
+        X, params, hard_negatives=k, hard_negative_weight=weight
+    )
+    ref, ref_objectives = reference_hard_als(X, P0, Q0, params, 3, k, weight)
+    for (P, Q), (Pr, Qr), obj, ref_obj in zip(iterates, ref, model.objective_, ref_objectives):
+        np.testing.assert_allclose(P, Pr, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(Q, Qr, rtol=0, atol=1e-10)
+        assert obj == pytest.approx(ref_obj, rel=1e-10)
+    # the weights differ from the plain objective's: the iterates do too
+    plain = reference_als(X, P0, Q0, params, 1)[0][0]
+    assert np.abs(plain - iterates[0][0]).max() > 1e-3
+    # the stored user factors are the two-stage exact fold-in, as transform computes it
+    fold_in = reference_hard_fold_in(X, model.item_factors_, params, k, weight)
+    np.testing.assert_allclose(model.user_factors_, fold_in, atol=1e-10)
+    np.testing.assert_allclose(model.transform(X), fold_in, atol=1e-10)
+
+
+@pytest.mark.parametrize("solver", ["cg", "ialspp"])
+def test_hard_negative_objective_of_each_epoch_is_the_formula(rng, solver):
+    # CG sums the data term from its own products: over the epoch's hard negatives too
+    params = HARD_PARAMS[1]
+    X = _every_item_counted(rng)
+    k, weight = 5, 0.5
+    model, iterates, (P0, Q0) = _fit_with_iterates(
+        X, params, solver=solver, n_epochs=4, hard_negatives=k, hard_negative_weight=weight
+    )
+    M0, L = dense_coefficients(X, params)
+    r_u, r_i = reg_scales(X, params)
+    before = [(P0, Q0), *iterates[:-1]]
+    for (Pb, Qb), (P, Q), obj in zip(before, iterates, model.objective_):
+        M = M0 + weight * reference_hard_mask(X, Pb, Qb, k)
+        Y = P @ Q.T
+        reg = params["regularization"] * (r_u @ np.sum(P**2, 1) + r_i @ np.sum(Q**2, 1))
+        assert obj == pytest.approx(np.sum(M * Y**2 - 2 * L * Y) + L.sum() + reg, rel=1e-9)
+
+
+def test_hard_negatives_deterministic_and_bad_values_raise(rng):
+    X = _every_item_counted(rng)
+    params = dict(n_factors=4, n_epochs=3, random_state=3, hard_negatives=3)
+    a = IALS(hard_negative_weight=0.2, n_jobs=2, **params).fit(X)
+    b = IALS(hard_negative_weight=0.2, n_jobs=2, **params).fit(X)
+    np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
+    np.testing.assert_array_equal(a.item_factors_, b.item_factors_)
+    # more hard negatives than unobserved items: every unobserved item is one
+    IALS(n_factors=4, n_epochs=2, hard_negatives=X.shape[1], hard_negative_weight=0.2).fit(X)
+    with pytest.raises(ValueError, match="hard_negatives must be an integer >= 0"):
+        IALS(hard_negatives=-1, hard_negative_weight=0.1).fit(X)
+    with pytest.raises(ValueError, match="set both > 0"):
+        IALS(hard_negatives=5).fit(X)
+    with pytest.raises(ValueError, match="set both > 0"):
+        IALS(hard_negative_weight=0.5).fit(X)
+    with pytest.raises(ValueError, match="hard_negative_weight"):
+        IALS(hard_negatives=5, hard_negative_weight=-0.5).fit(X)
+
+
+class TestIALSHardNegativesContract(TestIALSContract):
+    def make_estimator(self):
+        return IALS(
+            n_factors=4,
+            n_epochs=2,
+            random_state=0,
+            n_jobs=1,
+            hard_negatives=3,
+            hard_negative_weight=0.1,
+        )

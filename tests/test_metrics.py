@@ -426,10 +426,10 @@ def test_result_summary_markdown_and_mean(rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_factor_scores_path_equals_plain_score_fn(rng, dtype, monkeypatch):
-    import linrec.metrics as metrics_module
+    import linrec._factor_topk as factor_topk
 
     # Small tiles and chunks so that several of each are used on test-sized data.
-    monkeypatch.setattr(metrics_module, "_FACTOR_ITEMS", 64)
+    monkeypatch.setattr(factor_topk, "FACTOR_ITEMS", 64)
     train, test = split(rng, n_users=90, n_items=300)
     U = rng.standard_normal((90, 8)).astype(dtype)
     V = rng.standard_normal((300, 8)).astype(dtype)

@@ -275,6 +275,8 @@ def test_bad_input(spark):
         SparkIALS(ials="rendle").fit(good)
     with pytest.raises(ValueError, match="class_prior"):
         SparkIALS(IALS(objective="debiased_pu", class_prior=[0.1, 0.1])).fit(good)
+    with pytest.raises(ValueError, match="hard_negatives"):
+        SparkIALS(IALS(hard_negatives=5, hard_negative_weight=0.1)).fit(good)
     with pytest.raises(ValueError, match="column 'who'"):
         SparkIALS(IALS(), user_col="who").fit(good)
     with pytest.raises(ValueError, match="integer or string ids"):

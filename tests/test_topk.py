@@ -205,3 +205,24 @@ def test_tiles_fed_in_order_equal_whole_rows(rng, dtype, tile_width):
     ref_idx, ref_val = reference_topk(scores, k, excluded)
     np.testing.assert_array_equal(heap_idx, ref_idx)
     np.testing.assert_array_equal(heap_val.astype(np.float64), ref_val)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 7, 40])
+def test_top_scored_items_of_factors_equal_reference(rng, dtype, k, monkeypatch):
+    import linrec._factor_topk as factor_topk
+
+    # small tiles and chunks so that several of each are used; integer factors make ties
+    monkeypatch.setattr(factor_topk, "FACTOR_ITEMS", 16)
+    monkeypatch.setattr(factor_topk, "FACTOR_USERS", 8)
+    n_users, n_items = 37, 45
+    U = rng.integers(-2, 3, size=(n_users, 3)).astype(dtype)
+    V = rng.integers(-2, 3, size=(n_items, 3)).astype(dtype)
+    excluded = random_exclusions(rng, n_users, n_items, 12)
+    excluded[0] = set(range(n_items - 3))  # fewer than k eligible: padded with -1
+    indptr, indices = to_csr_structure(excluded, n_items)
+    exclude = sp.csr_matrix((np.ones(indices.size), indices, indptr), shape=(n_users, n_items))
+    expected, _ = reference_topk((U @ V.T).astype(np.float64), k, excluded)
+    for n_jobs in (1, 2):
+        got = factor_topk.top_scored_items(U, V, k, exclude, n_jobs=n_jobs)
+        np.testing.assert_array_equal(got, expected)
