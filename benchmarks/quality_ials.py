@@ -45,6 +45,10 @@ def main(argv=None):
     )
     ap.add_argument("--item-weight-exponent", type=float, default=0.0)
     ap.add_argument("--item-weight-normalization", default="mean_count")
+    ap.add_argument(
+        "--hard-negatives", type=int, default=0, help="hard negatives per user (0: none)"
+    )
+    ap.add_argument("--hard-negative-weight", type=float, default=0.0)
     ap.add_argument("--solver", default="cg")
     ap.add_argument("--cg-steps", type=int, default=3)
     ap.add_argument(
@@ -79,6 +83,8 @@ def main(argv=None):
         reg_frequency_offset=args.reg_frequency_offset,
         item_weight_exponent=args.item_weight_exponent,
         item_weight_normalization=args.item_weight_normalization,
+        hard_negatives=args.hard_negatives,
+        hard_negative_weight=args.hard_negative_weight,
         solver=args.solver,
         cg_steps=args.cg_steps,
         cg_warm_start=args.cg_start == "warm",
@@ -107,7 +113,8 @@ def main(argv=None):
         f"| {Path(args.data).name} | {args.factors} | {args.objective} | "
         f"{args.unobserved_weight} | {args.regularization} | {args.reg_exponent} | "
         f"{args.reg_frequency_offset} | "
-        f"{args.item_weight_exponent} | {args.item_weight_normalization} | {args.solver} | "
+        f"{args.item_weight_exponent} | {args.item_weight_normalization} | "
+        f"{args.hard_negatives} | {args.hard_negative_weight} | {args.solver} | "
         f"{args.holdout} | {epochs} | {val_res.mean('recall', 20):.4f} | "
         f"{val_res.mean('ndcg', 20):.4f} | {res.mean('recall', 20):.4f} | "
         f"{res.mean('ndcg', 20):.4f} | {fit_s:.0f} |",

@@ -105,6 +105,20 @@ def main(argv=None):
         default=[None],
         help="offset in (n + offset * n_other)^nu (default: the unobserved weight)",
     )
+    ap.add_argument(
+        "--hard-negatives",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="hard negatives per user, re-mined every epoch (0: none)",
+    )
+    ap.add_argument(
+        "--hard-negative-weight",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="extra squared-score weight of a hard negative",
+    )
     ap.add_argument("--solver", nargs="+", default=["cg"])
     ap.add_argument("--cg-steps", type=int, default=3)
     ap.add_argument(
@@ -143,10 +157,11 @@ def main(argv=None):
         flush=True,
     )
     print(
-        "| objective | d | w | lam | nu | offset | alpha | K | beta | g norm | solver | init std "
-        "| seed | best epoch | val Recall@20 | last-epoch Recall@20 | s/epoch |"
+        "| objective | d | w | lam | nu | offset | alpha | K | beta | g norm | hard | hard w "
+        "| solver | init std | seed | best epoch | val Recall@20 | last-epoch Recall@20 "
+        "| s/epoch |"
     )
-    print("|---" * 17 + "|", flush=True)
+    print("|---" * 19 + "|", flush=True)
     grid = itertools.product(
         args.objective,
         args.factors,
@@ -158,18 +173,38 @@ def main(argv=None):
         args.prior_inflation,
         args.item_weight_exponent,
         args.item_weight_normalization,
+        args.hard_negatives,
+        args.hard_negative_weight,
         args.solver,
         args.init_std,
         args.seed,
     )
     rows = []
     seen_unweighted = set()
-    for obj, d, w, lam, nu, offset, alpha, K, beta, norm, solver, init_std, seed in grid:
+    for (
+        obj,
+        d,
+        w,
+        lam,
+        nu,
+        offset,
+        alpha,
+        K,
+        beta,
+        norm,
+        hard,
+        hard_w,
+        solver,
+        init_std,
+        seed,
+    ) in grid:
         if obj != "hu" and alpha != 0:
+            continue
+        if (hard == 0) != (hard_w == 0):
             continue
         if beta == 0:
             # beta = 0 is the same model under every normalisation: run it once
-            key = (obj, d, w, lam, nu, offset, alpha, K, solver, init_std, seed)
+            key = (obj, d, w, lam, nu, offset, alpha, K, hard, hard_w, solver, init_std, seed)
             if key in seen_unweighted:
                 continue
             seen_unweighted.add(key)
@@ -186,6 +221,8 @@ def main(argv=None):
             prior_inflation=K,
             item_weight_exponent=beta,
             item_weight_normalization=norm,
+            hard_negatives=hard,
+            hard_negative_weight=hard_w,
             solver=solver,
             cg_steps=args.cg_steps,
             init_std=init_std,
@@ -204,6 +241,8 @@ def main(argv=None):
             prior_inflation=K,
             item_weight_exponent=beta,
             item_weight_normalization=norm,
+            hard_negatives=hard,
+            hard_negative_weight=hard_w,
             solver=solver,
             cg_steps=args.cg_steps,
             init_std=init_std,
@@ -214,7 +253,7 @@ def main(argv=None):
         )
         label = (
             f"| {obj} | {d} | {w} | {lam} | {nu} | {offset} | {alpha} | {K} | {beta} | {norm} "
-            f"| {solver} "
+            f"| {hard} | {hard_w} | {solver} "
             f"| {init_std} | {seed} |"
         )
         try:

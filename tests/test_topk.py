@@ -208,21 +208,33 @@ def test_tiles_fed_in_order_equal_whole_rows(rng, dtype, tile_width):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("k", [1, 7, 40])
-def test_top_scored_items_of_factors_equal_reference(rng, dtype, k, monkeypatch):
+@pytest.mark.parametrize(("n_items", "k"), [(45, 1), (45, 7), (45, 40), (500, 3), (500, 60)])
+@pytest.mark.parametrize("values", ["tied", "distinct"])
+def test_top_scored_items_of_factors_equal_reference(rng, dtype, n_items, k, values, monkeypatch):
     import linrec._factor_topk as factor_topk
 
-    # small tiles and chunks so that several of each are used; integer factors make ties
+    # small tiles and chunks so that several of each are used
     monkeypatch.setattr(factor_topk, "FACTOR_ITEMS", 16)
     monkeypatch.setattr(factor_topk, "FACTOR_USERS", 8)
-    n_users, n_items = 37, 45
-    U = rng.integers(-2, 3, size=(n_users, 3)).astype(dtype)
-    V = rng.integers(-2, 3, size=(n_items, 3)).astype(dtype)
+    n_users = 37
+    if values == "tied":  # small integer factors: many equal scores
+        U = rng.integers(-2, 3, size=(n_users, 3)).astype(dtype)
+        V = rng.integers(-2, 3, size=(n_items, 3)).astype(dtype)
+    else:
+        U = rng.standard_normal((n_users, 5)).astype(dtype)
+        V = rng.standard_normal((n_items, 5)).astype(dtype)
     excluded = random_exclusions(rng, n_users, n_items, 12)
     excluded[0] = set(range(n_items - 3))  # fewer than k eligible: padded with -1
+    excluded[1] = set(range(0, n_items, 2))  # exclusions in every tile
     indptr, indices = to_csr_structure(excluded, n_items)
     exclude = sp.csr_matrix((np.ones(indices.size), indices, indptr), shape=(n_users, n_items))
-    expected, _ = reference_topk((U @ V.T).astype(np.float64), k, excluded)
+    scores = U @ V.T
+    expected, expected_val = reference_topk(scores.astype(np.float64), k, excluded)
     for n_jobs in (1, 2):
         got = factor_topk.top_scored_items(U, V, k, exclude, n_jobs=n_jobs)
         np.testing.assert_array_equal(got, expected)
+    # the scores too, up to BLAS's summation order (tiles against the whole product)
+    ids, vals = factor_topk.top_factor_chunk(U, V, k, indptr, indices)
+    np.testing.assert_array_equal(ids, expected)
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(vals.astype(np.float64), expected_val, rtol=rtol)
