@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from linrec._base import BaseRecommender
 from linrec._factor_topk import top_scored_items
 from linrec._kernels.als import (
+    append_row_entries,
     chunk_bounds,
     data_term,
     gram_eigenbasis,
@@ -318,8 +319,7 @@ def with_hard_negatives(indptr, indices, extra, rhs, hard, weight):
     extra, rhs : ndarray of shape (nnz,)
         Their E and B.
     hard : ndarray of shape (n_rows, k), int64
-        Each row's hard negatives; -1 marks padding (a row with fewer eligible items), which
-        must come after the row's real entries.
+        Each row's hard negatives; -1 marks padding (a row with fewer eligible items).
     weight : float
 
     Returns
@@ -336,28 +336,7 @@ def with_hard_negatives(indptr, indices, extra, rhs, hard, weight):
     >>> ptr.tolist(), idx.tolist(), e.tolist(), b.tolist()
     ([0, 2, 5], [0, 1, 2, 0, 1], [1.0, 0.5, 1.0, 0.5, 0.5], [1.0, 0.0, 1.0, 0.0, 0.0])
     """
-    n_rows = hard.shape[0]
-    counts = np.diff(indptr)
-    valid = hard >= 0
-    n_hard = valid.sum(axis=1)
-    new_indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(counts + n_hard, out=new_indptr[1:])
-    total = int(new_indptr[-1])
-    new_indices = np.empty(total, dtype=np.int64)
-    new_extra = np.empty(total, dtype=extra.dtype)
-    new_rhs = np.empty(total, dtype=rhs.dtype)
-    # observed entry e of row r moves by the hard entries of the rows before r
-    shift = np.repeat(new_indptr[:-1] - indptr[:-1], counts)
-    observed = np.arange(indptr[-1], dtype=np.int64) + shift
-    new_indices[observed] = indices
-    new_extra[observed] = extra
-    new_rhs[observed] = rhs
-    rows, cols = np.nonzero(valid)
-    placed = new_indptr[rows] + counts[rows] + cols
-    new_indices[placed] = hard[rows, cols]
-    new_extra[placed] = weight
-    new_rhs[placed] = 0
-    return new_indptr, new_indices, new_extra, new_rhs
+    return append_row_entries(indptr, indices, extra, rhs, hard, extra.dtype.type(weight))
 
 
 class IALS(TransformerMixin, BaseRecommender):

@@ -141,6 +141,39 @@ def transpose_order(indptr, indices, n_cols):
     return t_indptr, t_indices, perm
 
 
+@njit(cache=True)
+def append_row_entries(indptr, indices, extra, rhs, new_items, weight):
+    """Each CSR row's entries followed by its row of ``new_items`` (-1: none), the new
+    entries weighing ``extra = weight`` with ``rhs = 0``. One O(nnz) pass; returns new
+    ``(indptr, indices, extra, rhs)``."""
+    n_rows, k = new_items.shape
+    out_indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    for r in range(n_rows):
+        n_new = 0
+        for t in range(k):
+            if new_items[r, t] >= 0:
+                n_new += 1
+        out_indptr[r + 1] = out_indptr[r] + (indptr[r + 1] - indptr[r]) + n_new
+    total = out_indptr[n_rows]
+    out_indices = np.empty(total, dtype=np.int64)
+    out_extra = np.empty(total, dtype=extra.dtype)
+    out_rhs = np.empty(total, dtype=rhs.dtype)
+    for r in range(n_rows):
+        pos = out_indptr[r]
+        for e in range(indptr[r], indptr[r + 1]):
+            out_indices[pos] = indices[e]
+            out_extra[pos] = extra[e]
+            out_rhs[pos] = rhs[e]
+            pos += 1
+        for t in range(k):
+            if new_items[r, t] >= 0:
+                out_indices[pos] = new_items[r, t]
+                out_extra[pos] = weight
+                out_rhs[pos] = 0
+                pos += 1
+    return out_indptr, out_indices, out_extra, out_rhs
+
+
 @njit(fastmath=True, cache=True)
 def _dot(a, b):
     # Pure arithmetic leaf: fastmath lets LLVM vectorise the reduction (reassociation only).
