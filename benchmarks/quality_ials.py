@@ -63,6 +63,7 @@ def main(argv=None):
         help="textbook CG (cg_precondition=False; the default before the preconditioner)",
     )
     ap.add_argument("--init-std", type=float, default=None)
+    ap.add_argument("--seed", type=int, default=0, help="random_state of both fits")
     ap.add_argument("--holdout", choices=("random", "tail"), default="random")
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--max-epochs", type=int, default=16)
@@ -90,7 +91,7 @@ def main(argv=None):
         cg_warm_start=args.cg_start == "warm",
         cg_precondition=not args.cg_plain,
         init_std=args.init_std,
-        random_state=0,
+        random_state=args.seed,
         n_jobs=args.threads,
     )
     fit_part, val, _ = tuning_split(args.data, args.holdout, args.val_users)
