@@ -472,7 +472,7 @@ class IALS(TransformerMixin, BaseRecommender):
         benchmarks/RESULTS.md). ``"solver"``: one more half-step of the fit's own solver
         from the last epoch's user factors (half an epoch; with hard negatives, those
         mined from the last epoch's factors), the same accuracy as the rows of every
-        epoch; the same as ``"exact"`` for ``solver="cholesky"``.
+        epoch; without hard negatives the same as ``"exact"`` for ``solver="cholesky"``.
     early_stopping_rounds : int, optional
         With ``validation_data`` given to :meth:`fit`: stop after this many epochs without a
         better validation Recall@``validation_k`` and keep the best epoch's item factors.
@@ -976,7 +976,9 @@ class IALS(TransformerMixin, BaseRecommender):
     def _with_hard_negatives(self, entries, X, P, Q):
         """``entries`` (observed, kernel form) plus each row's ``hard_negatives``
         best-scored unobserved items under ``P Q^T``, weighted ``hard_negative_weight``."""
-        hard = top_scored_items(P, Q, int(self.hard_negatives), X, self.n_jobs)
+        # more than the catalogue holds would only pad every row
+        k = min(int(self.hard_negatives), Q.shape[0])
+        hard = top_scored_items(P, Q, k, X, self.n_jobs)
         return with_hard_negatives(*entries, hard, float(self.hard_negative_weight))
 
     def _half_step(
