@@ -141,21 +141,26 @@ def coefficient_objective(X, P, Q, p):
     return np.sum(M * Y**2 - 2 * L * Y) + L.sum() + reg
 
 
+def exact_rows(F, M, L, reg):
+    """Row r solves (F^T diag(M_r) F + reg_r I) x = F^T L_r exactly (dense, float64)."""
+    d = F.shape[1]
+    out = np.empty((M.shape[0], d))
+    for r in range(M.shape[0]):
+        A = F.T @ (M[r][:, None] * F) + reg[r] * np.eye(d)
+        out[r] = np.linalg.solve(A, F.T @ L[r])
+    return out
+
+
 def reference_als(X, P, Q, p, n_epochs):
     """Dense ALS: each row solves (F^T diag(M_row) F + lam r I) x = F^T L_row exactly."""
     M, L = dense_coefficients(X, p)
     r_u, r_i = reg_scales(X, p)
     lam = p["regularization"]
     P, Q = P.astype(float).copy(), Q.astype(float).copy()
-    d = P.shape[1]
     iterates = []
     for _ in range(n_epochs):
-        for u in range(P.shape[0]):
-            A = Q.T @ (M[u][:, None] * Q) + lam * r_u[u] * np.eye(d)
-            P[u] = np.linalg.solve(A, Q.T @ L[u])
-        for i in range(Q.shape[0]):
-            A = P.T @ (M[:, i][:, None] * P) + lam * r_i[i] * np.eye(d)
-            Q[i] = np.linalg.solve(A, P.T @ L[:, i])
+        P = exact_rows(Q, M, L, lam * r_u)
+        Q = exact_rows(P, M.T, L.T, lam * r_i)
         iterates.append((P.copy(), Q.copy()))
     return iterates
 
@@ -1241,16 +1246,11 @@ def reference_hard_als(X, P, Q, p, n_epochs, k, weight):
     r_u, r_i = reg_scales(X, p)
     lam = p["regularization"]
     P, Q = P.astype(float).copy(), Q.astype(float).copy()
-    d = P.shape[1]
     iterates, objectives = [], []
     for _ in range(n_epochs):
         M = M0 + weight * reference_hard_mask(X, P, Q, k)
-        for u in range(P.shape[0]):
-            A = Q.T @ (M[u][:, None] * Q) + lam * r_u[u] * np.eye(d)
-            P[u] = np.linalg.solve(A, Q.T @ L[u])
-        for i in range(Q.shape[0]):
-            A = P.T @ (M[:, i][:, None] * P) + lam * r_i[i] * np.eye(d)
-            Q[i] = np.linalg.solve(A, P.T @ L[:, i])
+        P = exact_rows(Q, M, L, lam * r_u)
+        Q = exact_rows(P, M.T, L.T, lam * r_i)
         iterates.append((P.copy(), Q.copy()))
         Y = P @ Q.T
         reg = lam * (r_u @ np.sum(P**2, 1) + r_i @ np.sum(Q**2, 1))
@@ -1261,17 +1261,9 @@ def reference_hard_als(X, P, Q, p, n_epochs, k, weight):
 def reference_hard_fold_in(X, Q, p, k, weight):
     """Exact user rows without hard negatives, then again with those of that solution."""
     M0, L = dense_coefficients(X, p)
-    r_u, _ = reg_scales(X, p)
-    d = Q.shape[1]
-
-    def solve(M):
-        P = np.empty((X.shape[0], d))
-        for u in range(X.shape[0]):
-            A = Q.T @ (M[u][:, None] * Q) + p["regularization"] * r_u[u] * np.eye(d)
-            P[u] = np.linalg.solve(A, Q.T @ L[u])
-        return P
-
-    return solve(M0 + weight * reference_hard_mask(X, solve(M0), Q, k))
+    reg = p["regularization"] * reg_scales(X, p)[0]
+    plain = exact_rows(Q, M0, L, reg)
+    return exact_rows(Q, M0 + weight * reference_hard_mask(X, plain, Q, k), L, reg)
 
 
 HARD_PARAMS = [
