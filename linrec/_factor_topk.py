@@ -16,12 +16,27 @@ import numpy as np
 from linrec._kernels.topk import finish_heaps_serial, topk_tile_serial
 from linrec._threading import blas_threads, resolve_n_jobs
 
-__all__ = ["top_factor_chunk", "top_scored_items"]
+__all__ = ["map_chunks", "top_factor_chunk", "top_scored_items"]
 
 # Users per task and items per score tile; a 256 x 1024 float32 tile (1 MiB) stays in a core's
 # L2 cache between the matrix product and the top-k scan.
 FACTOR_USERS = 256
 FACTOR_ITEMS = 1024
+
+
+def map_chunks(task, starts, n_threads):
+    """Yield ``(start, task(start))`` for every start, in order, computed on ``n_threads``
+    Python threads with BLAS single-threaded: each task multiplies and ranks its own chunk
+    (the kernels release the GIL)."""
+    with blas_threads(1):
+        if n_threads == 1:
+            for start in starts:
+                yield start, task(start)
+            return
+        with ThreadPoolExecutor(n_threads) as pool:
+            futures = [(start, pool.submit(task, start)) for start in starts]
+            for start, fut in futures:
+                yield start, fut.result()
 
 
 def top_factor_chunk(U_chunk, V, k, exclude_indptr, exclude_indices):
@@ -87,16 +102,9 @@ def top_scored_items(user_factors, item_factors, k, exclude, n_jobs=None):
         ids, _ = top_factor_chunk(
             user_factors[start:stop], item_factors, k, ptr - ptr[0], indices[ptr[0] : ptr[-1]]
         )
-        out[start:stop] = ids
+        return ids
 
     starts = range(0, n_users, FACTOR_USERS)
-    n_threads = resolve_n_jobs(n_jobs)
-    with blas_threads(1):
-        if n_threads == 1:
-            for start in starts:
-                chunk(start)
-        else:
-            with ThreadPoolExecutor(n_threads) as pool:
-                for fut in [pool.submit(chunk, start) for start in starts]:
-                    fut.result()
+    for start, ids in map_chunks(chunk, starts, resolve_n_jobs(n_jobs)):
+        out[start : start + ids.shape[0]] = ids
     return out

@@ -856,7 +856,9 @@ class IALS(TransformerMixin, BaseRecommender):
             return user_side, item_side
 
         hard = int(self.hard_negatives)
-        user_side, item_side = sides(observed_entries)
+        # with hard negatives every epoch builds its own sides
+        if not hard:
+            user_side, item_side = sides(observed_entries)
         gram_items = self._gram_item_weights()
         # The eigenbasis solvers keep P and Q in one common orthonormal basis (P W, Q W):
         # every score, norm and Gram quadratic form is unchanged by it, and each half-step
@@ -956,14 +958,7 @@ class IALS(TransformerMixin, BaseRecommender):
         # solver from the last epoch's rows (half an epoch instead of an exact solve)
         exact = self.final_user_step == "exact"
         stage = "final exact step" if exact else "final user step"
-        user_side = self._side(*observed_entries, row_weight, user_reg)
-        if hard:
-            if exact:
-                # as transform: the exact step without hard negatives, then with its own
-                self._half_step(user_side, P, Q, gram_items, stage, "user", exact=True)
-            entries = self._with_hard_negatives(observed_entries, X, P, Q)
-            user_side = self._side(*entries, row_weight, user_reg)
-        self._half_step(user_side, P, Q, gram_items, stage, "user", exact=exact)
+        self._user_step(observed_entries, X, row_weight, user_reg, P, Q, stage, exact=exact)
         self.user_factors_ = P
         self.item_factors_ = Q
 
@@ -972,6 +967,19 @@ class IALS(TransformerMixin, BaseRecommender):
         chunks = _CHUNKS_PER_THREAD * resolve_n_jobs(self.n_jobs)
         bounds = chunk_bounds(indptr, int(self.n_factors), chunks)
         return (indptr, indices, extra, rhs, row_weight, reg, bounds)
+
+    def _user_step(self, entries, X, row_weight, reg, P, Q, stage, *, exact):
+        """User rows of ``P`` (in place) against ``Q`` for the observed ``entries`` of ``X``:
+        the fit's final step and the fold-in. With hard negatives they are mined from ``P``
+        as it is, which for ``exact`` is first the exact solution without them (so the fit's
+        final exact step is :meth:`transform` of the training rows)."""
+        gram_items = self._gram_item_weights()
+        side = self._side(*entries, row_weight, reg)
+        if int(self.hard_negatives):
+            if exact:
+                self._half_step(side, P, Q, gram_items, stage, "user", exact=True)
+            side = self._side(*self._with_hard_negatives(entries, X, P, Q), row_weight, reg)
+        self._half_step(side, P, Q, gram_items, stage, "user", exact=exact)
 
     def _with_hard_negatives(self, entries, X, P, Q):
         """``entries`` (observed, kernel form) plus each row's ``hard_negatives``
@@ -1178,13 +1186,7 @@ class IALS(TransformerMixin, BaseRecommender):
         entries = (indptr, X.indices.astype(np.int64), extra, rhs)
         Q = self.item_factors_
         P = np.zeros((X.shape[0], Q.shape[1]), dtype=dtype)
-        gram_items = self._gram_item_weights()
-        side = self._side(*entries, row_weight, reg)
-        self._half_step(side, P, Q, gram_items, "fold-in", "user", exact=True)
-        if int(self.hard_negatives):
-            # the hard negatives are those of the solution without them, as in fit
-            side = self._side(*self._with_hard_negatives(entries, X, P, Q), row_weight, reg)
-            self._half_step(side, P, Q, gram_items, "fold-in", "user", exact=True)
+        self._user_step(entries, X, row_weight, reg, P, Q, "fold-in", exact=True)
         return P
 
     def _scores(self, X):

@@ -87,7 +87,7 @@ import scipy.sparse as sp
 import scipy.stats
 
 from linrec._base import BaseRecommender, batch_rows
-from linrec._factor_topk import FACTOR_USERS, top_factor_chunk
+from linrec._factor_topk import FACTOR_USERS, map_chunks, top_factor_chunk
 from linrec._kernels.topk import hit_matrix, hit_matrix_serial, topk_rows_serial
 from linrec._threading import blas_threads, numba_threads, resolve_n_jobs
 from linrec._validation import check_interactions
@@ -946,20 +946,11 @@ def evaluate(
                 test_rows.indices,
             )
 
-        starts = range(0, n_eval, step)
-        # Every thread multiplies and ranks its own chunks: BLAS runs single-threaded.
-        with blas_threads(1):
-            if n_threads == 1:
-                for start in starts:
-                    store(start, min(start + step, n_eval), *_rank_factor_chunk(*chunk_args(start)))
-            else:
-                with ThreadPoolExecutor(n_threads) as pool:
-                    futures = [
-                        (start, pool.submit(_rank_factor_chunk, *chunk_args(start)))
-                        for start in starts
-                    ]
-                    for start, fut in futures:
-                        store(start, min(start + step, n_eval), *fut.result())
+        ranked = map_chunks(
+            lambda start: _rank_factor_chunk(*chunk_args(start)), range(0, n_eval, step), n_threads
+        )
+        for start, result in ranked:
+            store(start, min(start + step, n_eval), *result)
     elif n_workers == 0:
         with blas_threads(1):
             for start, stop, args in batches():
