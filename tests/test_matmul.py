@@ -1,9 +1,10 @@
-"""The register-tiled matrix product of the MF kernel against numpy (float64 reference)."""
+"""The register-tiled matrix products of the kernels against numpy (float64 reference), and the
+wide tiles against the narrow ones (bit for bit)."""
 
 import numpy as np
 import pytest
 
-from linrec._kernels.matmul import matmul_into, matmul_lower_into
+from linrec._kernels.matmul import matmul_into, matmul_lower_into, matmul_wide_into
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -82,3 +83,51 @@ def test_matmul_lower_matches_full_product(n, dtype, rng):
     np.testing.assert_array_equal(lower[rows, cols], full[rows, cols])
     reference = W.T.astype(np.float64) @ Q.astype(np.float64)
     np.testing.assert_allclose(lower[rows, cols], reference[rows, cols], rtol=1e-4, atol=1e-4)
+
+
+WIDE_SHAPES = [
+    # (rows, depth, columns): full 6 x 32 tiles, the 4-row tile, column edges of 1-31 after
+    # whole 32-column tiles, fewer columns than one wide tile, and the rotations' own shape
+    (12, 64, 64),
+    (10, 13, 35),
+    (11, 3, 63),
+    (9, 7, 16),
+    (5, 2, 33),
+    (1, 1, 1),
+    (64, 256, 256),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", WIDE_SHAPES)
+def test_matmul_wide_equals_matmul_into(shape, dtype, rng):
+    # the wide tiles (512-bit registers on AVX-512 targets) sum every entry over k in the same
+    # order as the narrow ones: the same bits, not only the same value to a tolerance
+    n, depth, m = shape
+    A = rng.standard_normal((n, depth)).astype(dtype)
+    B = rng.standard_normal((depth, m)).astype(dtype)
+    narrow = np.empty((n, m), dtype)
+    wide = np.full((n, m), np.nan, dtype)
+    A_before, B_before = A.copy(), B.copy()
+    matmul_into(A, B, narrow)
+    matmul_wide_into(A, B, wide)
+    np.testing.assert_array_equal(wide, narrow)
+    np.testing.assert_array_equal(A, A_before)
+    np.testing.assert_array_equal(B, B_before)
+    # and through a transposed left operand, as the Gram matrix passes it
+    transposed = np.full((n, m), np.nan, dtype)
+    matmul_wide_into(np.ascontiguousarray(A.T).T, B, transposed)
+    np.testing.assert_array_equal(transposed, narrow)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 5, 6, 31, 32, 33, 64, 100])
+def test_matmul_wide_lower_equals_matmul_lower(n, dtype, rng):
+    Q = rng.standard_normal((23, n)).astype(dtype)
+    W = Q * rng.uniform(0.5, 2.0, (23, 1)).astype(dtype)
+    narrow = np.full((n, n), np.nan, dtype)
+    wide = np.full((n, n), np.nan, dtype)
+    matmul_lower_into(W.T, Q, narrow)
+    matmul_wide_into(W.T, Q, wide, True)
+    rows, cols = np.tril_indices(n)
+    np.testing.assert_array_equal(wide[rows, cols], narrow[rows, cols])

@@ -77,7 +77,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from linrec._kernels.matmul import matmul_into, matmul_lower_into
+from linrec._kernels.matmul import matmul_into, matmul_lower_into, matmul_wide_into
 from linrec._kernels.prefetch import PREFETCH_AHEAD, prefetch_entry
 
 __all__ = [
@@ -415,20 +415,22 @@ def gram_eigenbasis(gram, dtype):
 @njit(parallel=True, cache=True)
 def _rotate_chunks(A, V, out, in_place):
     # out = A @ V, chunks of _ROTATE_ROWS rows in parallel, each by the register tiles of
-    # :func:`~linrec._kernels.matmul.matmul_into`. Every output entry is one sum over k in
-    # order, in the tiles and in the edge rows alike, so a row's value does not depend on its
-    # position or on the rows beside it. ``in_place`` (``out`` is ``A``): each chunk is copied
-    # before any of its rows is written. Measured against the former 4 x 2 dot-product tiles,
-    # 41k rows on two threads: 5.4 against 9.0 ms at d = 64, 72 against 88 ms at d = 256.
+    # :func:`~linrec._kernels.matmul.matmul_wide_into`. Every output entry is one sum over k
+    # in order, in the tiles and in the edge rows alike, so a row's value does not depend on
+    # its position or on the rows beside it. ``in_place`` (``out`` is ``A``): each chunk is
+    # copied before any of its rows is written. Measured against the former 4 x 2 dot-product
+    # tiles, 41k rows on two threads: 5.4 against 9.0 ms at d = 64, 72 against 88 ms at
+    # d = 256; the wide tiles on the AVX-512 Xeon, 100k rows in place at d = 256: 45-46 ms
+    # against 59 ms by the 6 x 16 tiles.
     n = A.shape[0]
     n_chunks = (n + _ROTATE_ROWS - 1) // _ROTATE_ROWS
     for c in prange(n_chunks):
         lo = c * _ROTATE_ROWS
         hi = min(n, lo + _ROTATE_ROWS)
         if in_place:
-            matmul_into(A[lo:hi].copy(), V, out[lo:hi])
+            matmul_wide_into(A[lo:hi].copy(), V, out[lo:hi])
         else:
-            matmul_into(A[lo:hi], V, out[lo:hi])
+            matmul_wide_into(A[lo:hi], V, out[lo:hi])
 
 
 def rotate_rows(A, V, out=None):
@@ -464,7 +466,8 @@ def _gram_ranges(A, weights, weighted, bounds, partial):
     # reading the scaled copy through a transposed view (six entries of one row at a time),
     # the tiles of the lower triangle only, which is added to the upper one of acc. The whole
     # d x d product by tiles took half the time of dot-product tiles over the upper triangle
-    # (100k x 256 rows on two threads: 64-65 against 137 ms). float64, whose tiles hold half
+    # (100k x 256 rows on two threads: 64-65 against 137 ms); the wide tiles on the AVX-512
+    # Xeon, 44 against 54 ms (weighted). float64, whose tiles hold half
     # the lanes: each piece is copied transposed into buffers whose rows are 1 KB long, so the
     # six rows a 4 x 2 tile of dot products reads stay in the L1 cache, and only the upper
     # triangle is summed (there 99 ms against 118-121 ms by the whole register-tiled product).
@@ -491,7 +494,7 @@ def _gram_ranges(A, weights, weighted, bounds, partial):
                     if weighted:
                         for a in range(d):
                             scaled[r, a] = weights[lo + r] * rows[r, a]
-                matmul_lower_into(scaled[:m].T, rows[:m], product)
+                matmul_wide_into(scaled[:m].T, rows[:m], product, True)
                 for a in range(d):
                     for b in range(a + 1):
                         acc[b, a] += product[a, b]
