@@ -4,7 +4,7 @@ wide tiles against the narrow ones (bit for bit)."""
 import numpy as np
 import pytest
 
-from linrec._kernels.matmul import matmul_into, matmul_lower_into, matmul_wide_into
+from linrec._kernels.matmul import matmul_into, matmul_wide_into
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -69,15 +69,16 @@ def test_matmul_entry_independent_of_row_position(rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [1, 5, 6, 11, 16, 17, 40, 100])
+@pytest.mark.parametrize("n", [1, 5, 6, 11, 16, 17, 31, 32, 33, 40, 64, 100])
 def test_matmul_lower_matches_full_product(n, dtype, rng):
     # the lower triangle of a symmetric product W^T Q (W = Q with scaled rows), bit for bit as
     # matmul_into computes it: tiles on the diagonal, below it, and the edge rows and columns
+    # (n from under one narrow tile to several wide ones)
     Q = rng.standard_normal((23, n)).astype(dtype)
     W = Q * rng.uniform(0.5, 2.0, (23, 1)).astype(dtype)
     lower = np.full((n, n), np.nan, dtype)
     full = np.empty((n, n), dtype)
-    matmul_lower_into(W.T, Q, lower)
+    matmul_wide_into(W.T, Q, lower, True)
     matmul_into(W.T, Q, full)
     rows, cols = np.tril_indices(n)
     np.testing.assert_array_equal(lower[rows, cols], full[rows, cols])
@@ -118,16 +119,3 @@ def test_matmul_wide_equals_matmul_into(shape, dtype, rng):
     transposed = np.full((n, m), np.nan, dtype)
     matmul_wide_into(np.ascontiguousarray(A.T).T, B, transposed)
     np.testing.assert_array_equal(transposed, narrow)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [1, 5, 6, 31, 32, 33, 64, 100])
-def test_matmul_wide_lower_equals_matmul_lower(n, dtype, rng):
-    Q = rng.standard_normal((23, n)).astype(dtype)
-    W = Q * rng.uniform(0.5, 2.0, (23, 1)).astype(dtype)
-    narrow = np.full((n, n), np.nan, dtype)
-    wide = np.full((n, n), np.nan, dtype)
-    matmul_lower_into(W.T, Q, narrow)
-    matmul_wide_into(W.T, Q, wide, True)
-    rows, cols = np.tril_indices(n)
-    np.testing.assert_array_equal(wide[rows, cols], narrow[rows, cols])

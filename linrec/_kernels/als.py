@@ -77,7 +77,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from linrec._kernels.matmul import matmul_into, matmul_lower_into, matmul_wide_into
+from linrec._kernels.matmul import matmul_wide_into
 from linrec._kernels.prefetch import PREFETCH_AHEAD, prefetch_entry
 
 __all__ = [
@@ -454,7 +454,7 @@ def rotate_rows(A, V, out=None):
 # code, not BLAS: inside numba, np.dot goes to SciPy's OpenBLAS, whose single-threaded sgemm
 # measured 0.16-0.57 s for 41k x 256 rows depending on the call.
 _GRAM_RANGES = 16
-_GRAM_PIECE_ROWS = 256  # float32: the register tiles of matmul_into
+_GRAM_PIECE_ROWS = 256  # float32: the register tiles of matmul_wide_into
 _GRAM_PIECE_BYTES = 1024  # float64: the dot-product tiles of _add_upper_products
 
 
@@ -608,11 +608,12 @@ def _add_entries(A, b, other, indices, extra, rhs, start, end, limit):
 def _add_entries_products(A, b, other, indices, extra, rhs, start, end, limit, WT, QT, T, P):
     # The same sums as _add_entries for long rows, entries in pieces of up to d. float32:
     # each piece is gathered by rows into WT (the rows times e) and QT (the rows), and the
-    # lower triangle of its sum e q q^T is one product of register tiles (matmul_lower_into,
-    # into P, d x d), added to A (as for the Gram matrix). float64: the piece is
-    # gathered transposed (both with a multiple of 4 rows, those beyond d zero) and summed by
-    # 4 x 2 tiles of dot products (:func:`_add_upper_products`, into T). Not a BLAS gemm: see
-    # :func:`_lower_row_products`.
+    # lower triangle of its sum e q q^T is one product of register tiles (matmul_wide_into
+    # with lower, into P, d x d), added to A (as for the Gram matrix; the wide tiles took the
+    # synthetic 10M matrix's exact epoch at d = 256 from 9.66-9.74 to 8.98-9.05 s). float64:
+    # the piece is gathered transposed (both with a multiple of 4 rows, those beyond d zero)
+    # and summed by 4 x 2 tiles of dot products (:func:`_add_upper_products`, into T). Not a
+    # BLAS gemm: see :func:`_lower_row_products`.
     d = b.shape[0]
     single = A.itemsize == 4
     if not single:
@@ -638,7 +639,7 @@ def _add_entries_products(A, b, other, indices, extra, rhs, start, end, limit, W
                     WT[a, k] = e * q[a]
                     b[a] += t * q[a]
         if single:
-            matmul_lower_into(WT[:m].T, QT[:m], P)
+            matmul_wide_into(WT[:m].T, QT[:m], P, True)
             for a in range(d):
                 Aa = A[a]
                 Pa = P[a]
@@ -1261,9 +1262,10 @@ def _block_step(QB, extra, start, n_u, coef, H, g, m, S, T):
     to date with the step. S (at least n_u x b) and T (b x b) are scratch. Returns False
     when H is not positive definite.
     """
-    # The entries' part of H, QB^T E QB, by products of register tiles (matmul_into) over
+    # The entries' part of H, QB^T E QB, by products of register tiles (matmul_wide_into) over
     # pieces of _BLOCK_PIECE entries: measured faster than adding four entries' outer
-    # products per pass over H.
+    # products per pass over H (the wide tiles: synthetic 10M, d = 256, block 64, 4.73-4.82
+    # against 5.26-5.63 s an epoch).
     b = QB.shape[1]
     for k in range(n_u):
         q = QB[k]
@@ -1276,7 +1278,7 @@ def _block_step(QB, extra, start, n_u, coef, H, g, m, S, T):
             g[t] += ck * q[t]
     for lo in range(0, n_u, _BLOCK_PIECE):
         hi = min(n_u, lo + _BLOCK_PIECE)
-        matmul_into(S[lo:hi].T, QB[lo:hi], T)
+        matmul_wide_into(S[lo:hi].T, QB[lo:hi], T)
         for a in range(m):
             Ha = H[a]
             Ta = T[a]

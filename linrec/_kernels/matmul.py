@@ -42,7 +42,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np import arrayobj
 
-__all__ = ["WIDE_VECTORS", "matmul_into", "matmul_lower_into", "matmul_wide_into", "stack_array"]
+__all__ = ["WIDE_VECTORS", "matmul_into", "matmul_wide_into", "stack_array"]
 
 _TILE_ROWS = 6
 _SHORT_ROWS = 4  # the tile of the last 4 or 5 rows
@@ -134,32 +134,12 @@ def matmul_into(A, B, C):
 
 
 @njit(cache=True, fastmath={"contract"})
-def matmul_lower_into(A, B, C):
-    """The entries on and below the diagonal of ``C = A @ B`` (``C`` square), as
-    :func:`matmul_into` computes them; entries above the diagonal are left undefined.
-
-    For symmetric products such as ``W^T Q`` with ``W`` a row-scaled ``Q``: the tiles that
-    lie wholly above the diagonal are skipped, about half the multiply-adds.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from linrec._kernels.matmul import matmul_lower_into
-    >>> A = np.arange(6.0).reshape(3, 2); C = np.zeros((3, 3))
-    >>> matmul_lower_into(A, A.T.copy(), C)
-    >>> np.tril(C)
-    array([[ 1.,  0.,  0.],
-           [ 3., 13.,  0.],
-           [ 5., 23., 41.]])
-    """
-    _product(A, B, C, True)
-
-
-@njit(cache=True, fastmath={"contract"})
 def matmul_wide_into(A, B, C, lower=False):
     """``C[:] = A @ B`` as :func:`matmul_into` computes it (the same value in every entry), by
     6 x 32 tiles in 512-bit registers where the target has AVX-512 (:data:`WIDE_VECTORS`).
-    With ``lower``, only the entries on and below the diagonal, as :func:`matmul_lower_into`.
+    With ``lower`` (``C`` square), only the entries on and below the diagonal, for symmetric
+    products such as ``W^T Q`` with ``W`` a row-scaled ``Q``: the tiles wholly above the
+    diagonal are skipped, about half the multiply-adds; the entries above are left undefined.
 
     For large products on their own thread, such as the rotations into the Gram eigenbasis:
     measured on the AVX-512 Xeon, rotating 100k rows at d = 256 on two threads, about 300
@@ -174,6 +154,10 @@ def matmul_wide_into(A, B, C, lower=False):
     >>> C
     array([[ 3.,  3.],
            [12., 12.]])
+    >>> S = np.zeros((2, 2)); matmul_wide_into(A[:, :2].T.copy(), A[:, :2], S, True)
+    >>> np.tril(S)
+    array([[ 9.,  0.],
+           [12., 17.]])
     """
     if WIDE_VECTORS:
         _product_wide(A, B, C, lower)
