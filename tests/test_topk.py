@@ -11,6 +11,7 @@ from linrec._kernels.topk import (
     hit_matrix,
     hit_matrix_serial,
     topk_rows,
+    topk_rows_sampled_serial,
     topk_rows_serial,
     topk_tile_serial,
 )
@@ -238,3 +239,34 @@ def test_top_scored_items_of_factors_equal_reference(rng, dtype, n_items, k, val
     np.testing.assert_array_equal(ids, expected)
     rtol = 1e-6 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(vals.astype(np.float64), expected_val, rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 50, 400])
+@pytest.mark.parametrize("values", ["distinct", "tied", "nan_inf"])
+def test_threshold_selection_equals_reference(rng, dtype, k, values):
+    # The threshold path (most rows: at least k scores pass the sample's threshold) and the
+    # fallback (rows where too few eligible scores are left) against the argsort reference.
+    n_rows, n_items = 12, 3000
+    if values == "tied":
+        scores = rng.integers(-3, 4, size=(n_rows, n_items)).astype(dtype)
+    else:
+        scores = rng.standard_normal((n_rows, n_items)).astype(dtype)
+    if values == "nan_inf":
+        scores[rng.random((n_rows, n_items)) < 0.2] = np.nan
+        scores[rng.random((n_rows, n_items)) < 0.01] = np.inf
+        scores[rng.random((n_rows, n_items)) < 0.01] = -np.inf
+        scores[3] = np.nan  # nothing eligible: all padding
+        scores[4, 5:] = np.nan  # fewer than k eligible
+    excluded = random_exclusions(rng, n_rows, n_items, 300)
+    excluded[0] = set(range(n_items - 30))  # fewer than k eligible for k = 50, 400
+    excluded[1] = set(range(0, n_items, 2))  # every sampled item excluded
+    # the best scores excluded: the sample's threshold lets too few eligible items through
+    excluded[2] = set(np.argsort(-np.nan_to_num(scores[2], nan=-np.inf))[: n_items // 2].tolist())
+    indptr, indices = to_csr_structure(excluded, n_items)
+    got = np.full((n_rows, k), -7, dtype=np.int64)
+    before = scores.copy()
+    topk_rows_sampled_serial(scores, k, indptr, indices.astype(np.int64), got)
+    expected, _ = reference_topk(scores, k, excluded)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(scores, before)

@@ -257,11 +257,106 @@ def _finish_heaps(sizes, heap_idx, heap_val):
         _finish_row(k, sizes[r], heap_idx[r], heap_val[r])
 
 
+# Every _SAMPLE_STRIDE-th score of a row is the sample that sets the threshold of
+# _topk_rows_sampled; the threshold is the score at _SAMPLE_MARGIN times the rank the k-th best
+# is expected at in the sample (plus 2), so that usually at least k scores pass it.
+_SAMPLE_STRIDE = 16
+_SAMPLE_MARGIN = 1.5
+
+
+@njit(nogil=True, cache=True, fastmath=_FLAGS)
+def _collect_at_least(row, threshold, excl, cand_idx, cand_val):
+    # The eligible items whose score is >= threshold, in increasing index order; returns
+    # their number. NaN fails the comparison; excluded items (sorted) are skipped.
+    c = 0
+    e = 0
+    for j in range(row.shape[0]):
+        v = row[j]
+        if v >= threshold:
+            while e < excl.shape[0] and excl[e] < j:
+                e += 1
+            if e < excl.shape[0] and excl[e] == j:
+                continue
+            cand_idx[c] = j
+            cand_val[c] = v
+            c += 1
+    return c
+
+
+@njit(nogil=True, cache=True, fastmath=_FLAGS)
+def _count_at_least(row, threshold):
+    # Scores >= threshold, counted in blocks by a float sum that LLVM vectorises (exact: each
+    # block's count is at most _BLOCK).
+    n = row.shape[0]
+    total = 0
+    j = 0
+    while j + _BLOCK <= n:
+        block = row[j : j + _BLOCK]
+        count = np.float32(0.0)
+        for t in range(_BLOCK):
+            count += np.float32(block[t] >= threshold)
+        total += int(count)
+        j += _BLOCK
+    while j < n:
+        if row[j] >= threshold:
+            total += 1
+        j += 1
+    return total
+
+
+def _topk_rows_sampled(scores, k, excl_indptr, excl_indices, out_idx):
+    """The items of :func:`topk_rows` (the same tie rule, NaN never selected, -1 padding),
+    found through a threshold instead of a heap, for large ``k``.
+
+    Per row: a threshold is read off a sample of the scores (every ``_SAMPLE_STRIDE``-th),
+    one vectorised pass counts the eligible scores at or above it and, if there are at least
+    ``k``, a second pass collects them; they hold the row's top ``k``, which a stable sort by
+    score (the candidates are in index order) ranks with ties to the lower index. A row whose
+    threshold lets fewer than ``k`` through collects all its eligible items instead, so the
+    result is exact either way. Writes ``out_idx`` (n_rows, k), best first.
+    """
+    n_rows, n_items = scores.shape
+    n_sample = (n_items + _SAMPLE_STRIDE - 1) // _SAMPLE_STRIDE
+    sample = np.empty(max(n_sample, 1), dtype=scores.dtype)
+    cand_idx = np.empty(n_items, dtype=np.int64)
+    cand_val = np.empty(n_items, dtype=scores.dtype)
+    for r in range(n_rows):
+        row = scores[r]
+        excl = excl_indices[excl_indptr[r] : excl_indptr[r + 1]]
+        want = min(k, n_items - excl.shape[0])
+        c = -1
+        if want > 0:
+            m = 0
+            for j in range(0, n_items, _SAMPLE_STRIDE):
+                v = row[j]
+                if v == v:
+                    sample[m] = v
+                    m += 1
+            rank = int(want * m / n_items * _SAMPLE_MARGIN) + 2
+            if rank <= m:
+                threshold = np.partition(sample[:m], m - rank)[m - rank]
+                n_pass = _count_at_least(row, threshold)
+                for e in range(excl.shape[0]):
+                    if row[excl[e]] >= threshold:
+                        n_pass -= 1
+                if n_pass >= want:
+                    c = _collect_at_least(row, threshold, excl, cand_idx, cand_val)
+        if c < 0:
+            c = _collect_at_least(row, -np.inf, excl, cand_idx, cand_val)
+        order = np.argsort(-cand_val[:c], kind="mergesort")
+        take = min(want, c)
+        for p in range(take):
+            out_idx[r, p] = cand_idx[order[p]]
+        for p in range(max(take, 0), k):
+            out_idx[r, p] = -1
+
+
 # One definition, two compiled variants: the parallel one for numba's thread pool, the serial
 # one (GIL released) for callers that run several batches in Python threads.
 topk_rows = njit(parallel=True, cache=True, fastmath=_FLAGS)(_topk_rows)
 topk_rows_serial = njit(nogil=True, cache=True, fastmath=_FLAGS)(_topk_rows)
 topk_tile_serial = njit(nogil=True, cache=True, fastmath=_FLAGS)(_topk_tile)
 finish_heaps_serial = njit(nogil=True, cache=True)(_finish_heaps)
+topk_rows_sampled_serial = njit(nogil=True, cache=True, fastmath=_FLAGS)(_topk_rows_sampled)
 hit_matrix = njit(parallel=True, cache=True)(_hit_matrix)
 hit_matrix_serial = njit(nogil=True, cache=True)(_hit_matrix)
