@@ -14,6 +14,10 @@ counted. Excluded items (sorted per row) split the row into segments scanned the
 
 ``topk_tile`` runs the same scan on column tiles fed in increasing item order into heaps kept
 between calls, so a caller can compute scores tile by tile (in cache) and never hold a row.
+
+``topk_rows_sampled_serial`` selects the same items without a heap, for k in the hundreds
+(the iALS hard negatives), where the heap's insertions dominate: it counts the scores at or
+above a threshold read off a sample of the row and ranks only those.
 """
 
 from __future__ import annotations
