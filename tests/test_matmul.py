@@ -1,10 +1,10 @@
-"""The register-tiled matrix products of the kernels against numpy (float64 reference), and the
-wide tiles against the narrow ones (bit for bit)."""
+"""The register-tiled matrix product of the kernels against numpy (float64 reference), and its
+wide tiles (AVX-512 targets) against the narrow ones (bit for bit)."""
 
 import numpy as np
 import pytest
 
-from linrec._kernels.matmul import matmul_into, matmul_wide_into
+from linrec._kernels.matmul import _product, _product_wide, matmul_into
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -78,7 +78,7 @@ def test_matmul_lower_matches_full_product(n, dtype, rng):
     W = Q * rng.uniform(0.5, 2.0, (23, 1)).astype(dtype)
     lower = np.full((n, n), np.nan, dtype)
     full = np.empty((n, n), dtype)
-    matmul_wide_into(W.T, Q, lower, True)
+    matmul_into(W.T, Q, lower, True)
     matmul_into(W.T, Q, full)
     rows, cols = np.tril_indices(n)
     np.testing.assert_array_equal(lower[rows, cols], full[rows, cols])
@@ -101,21 +101,26 @@ WIDE_SHAPES = [
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", WIDE_SHAPES)
-def test_matmul_wide_equals_matmul_into(shape, dtype, rng):
-    # the wide tiles (512-bit registers on AVX-512 targets) sum every entry over k in the same
-    # order as the narrow ones: the same bits, not only the same value to a tolerance
+@pytest.mark.parametrize("lower", [False, True])
+def test_wide_tiles_equal_narrow_tiles(shape, dtype, lower, rng):
+    # matmul_into takes the 6 x 32 tiles (512-bit registers) where the target has AVX-512 and
+    # the 6 x 16 ones elsewhere; both sum every entry over k in the same order: the same bits,
+    # not only the same value to a tolerance. Both are called here on any target.
     n, depth, m = shape
+    if lower:
+        m = n  # a square product, lower triangle only
     A = rng.standard_normal((n, depth)).astype(dtype)
     B = rng.standard_normal((depth, m)).astype(dtype)
-    narrow = np.empty((n, m), dtype)
+    narrow = np.full((n, m), np.nan, dtype)
     wide = np.full((n, m), np.nan, dtype)
     A_before, B_before = A.copy(), B.copy()
-    matmul_into(A, B, narrow)
-    matmul_wide_into(A, B, wide)
-    np.testing.assert_array_equal(wide, narrow)
+    _product(A, B, narrow, lower)
+    _product_wide(A, B, wide, lower)
+    keep = np.tril(np.ones((n, m), bool)) if lower else np.ones((n, m), bool)
+    np.testing.assert_array_equal(wide[keep], narrow[keep])
     np.testing.assert_array_equal(A, A_before)
     np.testing.assert_array_equal(B, B_before)
     # and through a transposed left operand, as the Gram matrix passes it
     transposed = np.full((n, m), np.nan, dtype)
-    matmul_wide_into(np.ascontiguousarray(A.T).T, B, transposed)
-    np.testing.assert_array_equal(transposed, narrow)
+    _product_wide(np.ascontiguousarray(A.T).T, B, transposed, lower)
+    np.testing.assert_array_equal(transposed[keep], narrow[keep])

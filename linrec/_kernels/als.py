@@ -77,7 +77,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from linrec._kernels.matmul import matmul_wide_into
+from linrec._kernels.matmul import matmul_into
 from linrec._kernels.prefetch import PREFETCH_AHEAD, prefetch_entry
 
 __all__ = [
@@ -415,7 +415,7 @@ def gram_eigenbasis(gram, dtype):
 @njit(parallel=True, cache=True)
 def _rotate_chunks(A, V, out, in_place):
     # out = A @ V, chunks of _ROTATE_ROWS rows in parallel, each by the register tiles of
-    # :func:`~linrec._kernels.matmul.matmul_wide_into`. Every output entry is one sum over k
+    # :func:`~linrec._kernels.matmul.matmul_into`. Every output entry is one sum over k
     # in order, in the tiles and in the edge rows alike, so a row's value does not depend on
     # its position or on the rows beside it. ``in_place`` (``out`` is ``A``): each chunk is
     # copied before any of its rows is written. Measured against the former 4 x 2 dot-product
@@ -428,9 +428,9 @@ def _rotate_chunks(A, V, out, in_place):
         lo = c * _ROTATE_ROWS
         hi = min(n, lo + _ROTATE_ROWS)
         if in_place:
-            matmul_wide_into(A[lo:hi].copy(), V, out[lo:hi])
+            matmul_into(A[lo:hi].copy(), V, out[lo:hi])
         else:
-            matmul_wide_into(A[lo:hi], V, out[lo:hi])
+            matmul_into(A[lo:hi], V, out[lo:hi])
 
 
 def rotate_rows(A, V, out=None):
@@ -454,7 +454,7 @@ def rotate_rows(A, V, out=None):
 # code, not BLAS: inside numba, np.dot goes to SciPy's OpenBLAS, whose single-threaded sgemm
 # measured 0.16-0.57 s for 41k x 256 rows depending on the call.
 _GRAM_RANGES = 16
-_GRAM_PIECE_ROWS = 256  # float32: the register tiles of matmul_wide_into
+_GRAM_PIECE_ROWS = 256  # float32: the register tiles of matmul_into
 _GRAM_PIECE_BYTES = 1024  # float64: the dot-product tiles of _add_upper_products
 
 
@@ -494,7 +494,7 @@ def _gram_ranges(A, weights, weighted, bounds, partial):
                     if weighted:
                         for a in range(d):
                             scaled[r, a] = weights[lo + r] * rows[r, a]
-                matmul_wide_into(scaled[:m].T, rows[:m], product, True)
+                matmul_into(scaled[:m].T, rows[:m], product, True)
                 for a in range(d):
                     for b in range(a + 1):
                         acc[b, a] += product[a, b]
@@ -608,7 +608,7 @@ def _add_entries(A, b, other, indices, extra, rhs, start, end, limit):
 def _add_entries_products(A, b, other, indices, extra, rhs, start, end, limit, WT, QT, T, P):
     # The same sums as _add_entries for long rows, entries in pieces of up to d. float32:
     # each piece is gathered by rows into WT (the rows times e) and QT (the rows), and the
-    # lower triangle of its sum e q q^T is one product of register tiles (matmul_wide_into
+    # lower triangle of its sum e q q^T is one product of register tiles (matmul_into
     # with lower, into P, d x d), added to A (as for the Gram matrix; the wide tiles took the
     # synthetic 10M matrix's exact epoch at d = 256 from 9.66-9.74 to 8.98-9.05 s). float64:
     # the piece is gathered transposed (both with a multiple of 4 rows, those beyond d zero)
@@ -639,7 +639,7 @@ def _add_entries_products(A, b, other, indices, extra, rhs, start, end, limit, W
                     WT[a, k] = e * q[a]
                     b[a] += t * q[a]
         if single:
-            matmul_wide_into(WT[:m].T, QT[:m], P, True)
+            matmul_into(WT[:m].T, QT[:m], P, True)
             for a in range(d):
                 Aa = A[a]
                 Pa = P[a]
@@ -1262,7 +1262,7 @@ def _block_step(QB, extra, start, n_u, coef, H, g, m, S, T):
     to date with the step. S (at least n_u x b) and T (b x b) are scratch. Returns False
     when H is not positive definite.
     """
-    # The entries' part of H, QB^T E QB, by products of register tiles (matmul_wide_into) over
+    # The entries' part of H, QB^T E QB, by products of register tiles (matmul_into) over
     # pieces of _BLOCK_PIECE entries: measured faster than adding four entries' outer
     # products per pass over H (the wide tiles: synthetic 10M, d = 256, block 64, 4.73-4.82
     # against 5.26-5.63 s an epoch).
@@ -1278,7 +1278,7 @@ def _block_step(QB, extra, start, n_u, coef, H, g, m, S, T):
             g[t] += ck * q[t]
     for lo in range(0, n_u, _BLOCK_PIECE):
         hi = min(n_u, lo + _BLOCK_PIECE)
-        matmul_wide_into(S[lo:hi].T, QB[lo:hi], T)
+        matmul_into(S[lo:hi].T, QB[lo:hi], T)
         for a in range(m):
             Ha = H[a]
             Ta = T[a]

@@ -22,10 +22,10 @@ products, whose eight horizontal sums per tile cost as much as the tile's FMAs a
 Every entry of C is one accumulator summed over k in order, also in the edge rows and columns,
 so a product does not depend on how the rows of A are split between threads.
 
-:func:`matmul_wide_into` computes the same entries (the same bits) by 6 x 32 tiles in 512-bit
-registers, for the large products (the rotations into the Gram eigenbasis, the Gram matrices).
-LLVM's tuning for AVX-512 server cores prefers 256-bit vectors, so numba never uses the zmm
-registers on its own; the wide product's function asks for them by attribute. 6 x 32 tiles
+Where the target has AVX-512, :func:`matmul_into` computes the same entries (the same bits) by
+6 x 32 tiles in 512-bit registers instead. LLVM's tuning for AVX-512 server cores prefers
+256-bit vectors, so numba never uses the zmm registers on its own; the wide product's function
+asks for them by attribute. 6 x 32 tiles
 have 12 zmm accumulators, enough to keep both FMA ports busy: on the Emerald Rapids Xeon, 100k
 rows times a 256 x 256 matrix on two threads took 43-54 ms (6 x 32), against 50 (8 x 32), 52
 (12 x 16), 53 (4 x 64) and 63 (12 x 32), and 59 ms by the 6 x 16 tiles in 256-bit registers;
@@ -42,7 +42,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np import arrayobj
 
-__all__ = ["WIDE_VECTORS", "matmul_into", "matmul_wide_into", "stack_array"]
+__all__ = ["WIDE_VECTORS", "matmul_into", "stack_array"]
 
 _TILE_ROWS = 6
 _SHORT_ROWS = 4  # the tile of the last 4 or 5 rows
@@ -112,13 +112,18 @@ def _prefer_wide_vectors(typingctx):
 
 
 @njit(cache=True, fastmath={"contract"})
-def matmul_into(A, B, C):
+def matmul_into(A, B, C, lower=False):
     """``C[:] = A @ B`` for ``A`` (n, K), ``B`` (K, m) with C-contiguous rows, ``C`` (n, m).
 
     ``A`` may have any layout (a transposed view is read entry by entry). Rows of C in blocks
-    of 6 (and one block of 4 where 4 or 5 rows are left) and columns in blocks of 16 come from
-    register tiles; the remaining columns and rows are accumulated in C row by row, in the
-    same order over k.
+    of 6 (and one block of 4 where 4 or 5 rows are left) and columns in blocks of 32 (where
+    the target has AVX-512, :data:`WIDE_VECTORS`; else 16) come from register tiles; the
+    remaining columns and rows are accumulated in C row by row, in the same order over k, so
+    both tile widths give the same bits.
+
+    With ``lower`` (``C`` square), only the entries on and below the diagonal, for symmetric
+    products such as ``W^T Q`` with ``W`` a row-scaled ``Q``: the tiles wholly above the
+    diagonal are skipped, about half the multiply-adds; the entries above are left undefined.
 
     Examples
     --------
@@ -129,32 +134,7 @@ def matmul_into(A, B, C):
     >>> C
     array([[ 3.,  3.],
            [12., 12.]])
-    """
-    _product(A, B, C, False)
-
-
-@njit(cache=True, fastmath={"contract"})
-def matmul_wide_into(A, B, C, lower=False):
-    """``C[:] = A @ B`` as :func:`matmul_into` computes it (the same value in every entry), by
-    6 x 32 tiles in 512-bit registers where the target has AVX-512 (:data:`WIDE_VECTORS`).
-    With ``lower`` (``C`` square), only the entries on and below the diagonal, for symmetric
-    products such as ``W^T Q`` with ``W`` a row-scaled ``Q``: the tiles wholly above the
-    diagonal are skipped, about half the multiply-adds; the entries above are left undefined.
-
-    For large products on their own thread, such as the rotations into the Gram eigenbasis:
-    measured on the AVX-512 Xeon, rotating 100k rows at d = 256 on two threads, about 300
-    against 220 GFLOP/s. Elsewhere it is :func:`matmul_into`.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from linrec._kernels.matmul import matmul_wide_into
-    >>> A = np.arange(6.0).reshape(2, 3); B = np.ones((3, 2)); C = np.empty((2, 2))
-    >>> matmul_wide_into(A, B, C)
-    >>> C
-    array([[ 3.,  3.],
-           [12., 12.]])
-    >>> S = np.zeros((2, 2)); matmul_wide_into(A[:, :2].T.copy(), A[:, :2], S, True)
+    >>> S = np.zeros((2, 2)); matmul_into(A[:, :2].T.copy(), A[:, :2], S, True)
     >>> np.tril(S)
     array([[ 9.,  0.],
            [12., 17.]])

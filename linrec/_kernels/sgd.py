@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from linrec._kernels.matmul import matmul_wide_into, stack_array
+from linrec._kernels.matmul import matmul_into, stack_array
 from linrec._kernels.prefetch import prefetch_row
 from linrec._kernels.topk import _select_row
 
@@ -619,7 +619,7 @@ def _shared_block(
     extra positives, ``tau`` (nb,), ``shared_q`` (N, d) the negatives' vectors (unit rows for
     cosine scores) and ``shared_qt`` (d, N) their transpose. The scores of the block against
     the negatives and the two gradient products are matrix products, by the register tiles of
-    :func:`~linrec._kernels.matmul.matmul_wide_into` (not BLAS: inside numba that is SciPy's
+    :func:`~linrec._kernels.matmul.matmul_into` (not BLAS: inside numba that is SciPy's
     single-threaded OpenBLAS, slower than the tiles here at every N measured, 256 and 800; in
     512-bit registers on AVX-512 targets, which took InfoNCE's Gowalla epoch at N = 256 from
     0.99-1.06 to 0.87-0.88 s, CCL's at N = 800 level):
@@ -678,7 +678,7 @@ def _shared_block(
             inv_qr[b, a] = 1.0 / max(np.sqrt(qq), _NORM_FLOOR) if cosine else 1.0
     for b in range(nb, P.shape[0]):
         P[b, :] = 0.0
-    matmul_wide_into(P, shared_qt, S)
+    matmul_into(P, shared_qt, S)
     total = 0.0
     n_active = 0
     # the negatives' part of y and g as views from index 0 (see _loss_grad: loops from the
@@ -756,8 +756,8 @@ def _shared_block(
                 for k in range(d):
                     dq[k] += ga * pb[k]
     else:
-        matmul_wide_into(S, shared_q, dP)
-        matmul_wide_into(S.T, P, shared_dq)
+        matmul_into(S, shared_q, dP)
+        matmul_into(S.T, P, shared_dq)
     # Scatter into the row gradients (independent iterations again).
     for b in range(nb):
         if b + _GRAD_AHEAD < nb:
